@@ -1,0 +1,1 @@
+"""A LoopBack 3 compatible REST and change-stream gateway."""

@@ -1,0 +1,213 @@
+"""`create_app(settings)`: builds every part of a gateway and wires them together.
+
+Nothing is created at import time. The parts are constructed here, started in the lifespan, and kept in one
+typed container (`Gateway`) rather than an untyped `app.state` bag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.broker import broker_from_url
+from gateway.broker.base import Broker
+from gateway.changes.outbox import outbox_table
+from gateway.changes.relay import Relay, RelaySettings
+from gateway.changes.writes import ModelWrites
+from gateway.config import Settings, load_settings
+from gateway.database import create_engine, create_tables, ping
+from gateway.fanout.hub import Hub, HubSettings
+from gateway.models.definition import Registry
+from gateway.models.loader import load_registry
+from gateway.models.tables import ModelTables, build_tables
+from gateway.ops.drain import Drain
+from gateway.ops.health import health_router
+from gateway.ops.metrics import Metrics
+from gateway.rest import errors
+from gateway.rest.errors import LoopBackError
+from gateway.rest.openapi import model_schemas
+from gateway.rest.reads import ModelReads
+from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
+from gateway.sse.endpoint import CutOffLogFilter
+from gateway.sse.route import change_stream_router
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class Gateway:
+    """The parts of one running gateway."""
+
+    settings: Settings
+    registry: Registry
+    tables: ModelTables
+    outbox: Table
+    engine: AsyncEngine
+    broker: Broker
+    relay: Relay
+    metrics: Metrics
+    apis: dict[str, ModelApi]
+    hub: Hub
+    drain: Drain
+
+    async def start(self) -> None:
+        if self.settings.create_tables:
+            await create_tables(self.engine, self.tables.metadata)
+        self.relay.start()
+        self.hub.start()
+        self.drain.install()
+
+    async def aclose(self) -> None:
+        self.drain.uninstall()
+        await self.hub.aclose()
+        await self.relay.aclose()
+        await self.broker.aclose()
+        await self.engine.dispose()
+
+    def refuse_streams(self) -> str | None:
+        """Why this worker takes no new stream right now, if it does not."""
+        if self.drain.draining:
+            return "this worker is shutting down; reconnect"
+        if self.hub.count >= self.settings.max_connections:
+            return f"this worker holds its maximum of {self.settings.max_connections} streams; reconnect"
+        return None
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Construct (but do not start) every part from the settings."""
+    registry = load_registry(settings.models)
+    tables = build_tables(registry)
+    outbox = outbox_table(tables.metadata)
+    engine = create_engine(settings.database_url)
+    broker = broker_from_url(
+        settings.broker_url, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen
+    )
+    metrics = Metrics()
+    relay = Relay(
+        engine=engine,
+        outbox=outbox,
+        broker=broker,
+        streams=[model.stream for model in registry.models],
+        settings=RelaySettings(
+            batch=settings.relay_batch,
+            poll_interval=settings.relay_poll_interval,
+            lease_ttl=settings.lease_ttl,
+            outbox_retention=settings.outbox_retention,
+            stream_max_age=settings.stream_max_age,
+        ),
+        metrics=metrics,
+    )
+    apis = {}
+    for model in registry.models:
+        table = tables.table(model)
+        apis[model.name] = ModelApi(
+            model,
+            ModelReads(model, table, engine),
+            ModelWrites(model, table, outbox, engine, relay.committed),
+            broker,
+        )
+    hub = Hub(
+        broker,
+        HubSettings(
+            max_events=settings.subscriber_max_events,
+            max_bytes=settings.subscriber_max_bytes,
+            heartbeat=settings.heartbeat,
+            bookmark_interval=settings.bookmark_interval,
+        ),
+        metrics,
+    )
+    drain = Drain(hub, metrics, settings.drain_seconds)
+    return Gateway(settings, registry, tables, outbox, engine, broker, relay, metrics, apis, hub, drain)
+
+
+class GatewayApp(FastAPI):
+    """The ASGI application, carrying its typed parts."""
+
+    gateway: Gateway
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
+    """The ASGI application for `settings` (read from the environment when omitted)."""
+    settings = settings or load_settings()
+    gateway = build_gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = GatewayApp(title="Change-stream gateway", lifespan=lifespan)
+    app.gateway = gateway
+    _quiet_cut_offs()
+    app.exception_handler(StarletteHTTPException)(errors.http_error_handler)
+    for client_error in errors.CLIENT_ERRORS:
+        app.exception_handler(client_error)(errors.client_error_handler)
+    app.exception_handler(Exception)(errors.server_error_handler)
+
+    app.include_router(
+        health_router(
+            {"database": lambda: ping(gateway.engine), "broker": gateway.broker.ping},
+            gateway.metrics,
+            gateway.refuse_streams,
+        )
+    )
+    root = settings.rest_root
+    for model in gateway.registry.models:
+        prefix = f"{root}/{model.plural}"
+        app.include_router(
+            change_stream_router(
+                model,
+                hub=gateway.hub,
+                broker=gateway.broker,
+                metrics=gateway.metrics,
+                retry_ms=settings.retry,
+                refuse=gateway.refuse_streams,
+            ),
+            prefix=prefix,
+        )
+        app.include_router(model_router(gateway.apis[model.name]), prefix=prefix)
+    for model in gateway.registry.models:
+        app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
+    app.include_router(_unknown_model_router(), prefix=root)
+    _install_openapi(app, gateway.registry)
+    return app
+
+
+def _unknown_model_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    async def no_model(request: Request, rest: str) -> Response:
+        raise LoopBackError(404, f"There is no method to handle {request.method} /{rest}")
+
+    router.add_api_route("/{rest:path}", no_model, methods=ALL_METHODS)
+    return router
+
+
+def _quiet_cut_offs() -> None:
+    server_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, CutOffLogFilter) for f in server_log.filters):
+        server_log.addFilter(CutOffLogFilter())
+
+
+def _install_openapi(app: FastAPI, registry: Registry) -> None:
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version="1", routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                model_schemas(registry.models)
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

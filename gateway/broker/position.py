@@ -1,0 +1,51 @@
+"""Stream positions: an entry offset within a stream, qualified by the stream's epoch.
+
+The offset is a Redis stream entry id (`<ms>-<seq>`); the memory broker makes the same kind. The epoch is a
+short random string that changes whenever a stream's history is lost (Redis flushed, restarted empty, or the
+embedded broker restarted), so a position from before the loss is recognised as stale instead of being
+silently resumed from. Clients see positions as opaque strings: `<epoch>-<ms>-<seq>`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+
+ZERO_OFFSET = "0-0"
+"""The offset before the first entry of any stream."""
+
+_EPOCH_ALPHABET = string.ascii_lowercase + string.digits
+EPOCH_LENGTH = 8
+
+
+def new_epoch() -> str:
+    return "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(EPOCH_LENGTH))
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    """Sort key of an offset; raises ValueError if it is not `<ms>-<seq>`."""
+    ms, _, seq = offset.partition("-")
+    if not (ms.isdigit() and seq.isdigit()):
+        raise ValueError(f"not a stream offset: {offset!r}")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class Position:
+    """Where a subscriber is in one stream: after the entry `offset` of epoch `epoch`."""
+
+    epoch: str
+    offset: str
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """Parse a position a client sent back; raises ValueError for anything malformed."""
+        epoch, sep, offset = text.strip().partition("-")
+        if not sep or len(epoch) != EPOCH_LENGTH or not all(c in _EPOCH_ALPHABET for c in epoch):
+            raise ValueError(f"not a stream position: {text!r}")
+        offset_key(offset)
+        return cls(epoch, offset)

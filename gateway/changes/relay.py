@@ -1,0 +1,223 @@
+"""The relay: publishes committed outbox rows to their model's stream, in outbox order, exactly once.
+
+Every worker runs one; for each stream, only the worker holding that stream's broker lease publishes, so each
+stream has a single ordered publisher, and another worker takes over within a lease period when the holder
+dies. Appends are fenced by the lease (a relay that stalled past its lease cannot append), and a relay that
+cannot be sure whether its last append landed (a broker timeout, a crash, a failed mark, a new lease) first
+*reconciles*: it reads the stream's tail and marks the outbox rows found there as published. Together these
+make publishing idempotent: nothing committed is lost, nothing is appended twice.
+
+Latency: a write wakes the relay in its own process directly and the others through the broker's wake-up
+channel; a slow poll covers wake-ups lost while a connection was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Table
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.broker.base import Broker, BrokerError, Lease, LeaseLost
+from gateway.changes.outbox import backlog, delete_published, mark_published, pending
+from gateway.database import read_transaction, write_transaction
+from gateway.ops.metrics import Metrics
+
+log = logging.getLogger("gateway.relay")
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    batch: int = 500
+    poll_interval: float = 1.0
+    lease_ttl: float = 5.0
+    outbox_retention: float = 3600.0
+    stream_max_age: float | None = None
+    maintenance_interval: float = 10.0
+
+
+class Relay:
+    """Owns its background tasks: `start()` them, `aclose()` to stop and hand the leases over."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        outbox: Table,
+        broker: Broker,
+        streams: Sequence[str],
+        settings: RelaySettings,
+        metrics: Metrics,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._broker = broker
+        self._streams = tuple(streams)
+        self._settings = settings
+        self._metrics = metrics
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._leases: dict[str, Lease] = {}
+        self._unsure: set[str] = set()  # streams whose last append may or may not have landed
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def leases(self) -> frozenset[str]:
+        return frozenset(self._leases)
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._lease_loop(), name="relay-leases"),
+            asyncio.create_task(self._publish_loop(), name="relay-publish"),
+            asyncio.create_task(self._listen_loop(), name="relay-listen"),
+            asyncio.create_task(self._maintenance_loop(), name="relay-maintenance"),
+        ]
+
+    async def aclose(self) -> None:
+        """Stop publishing and release every lease so another worker takes over at once."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for lease in list(self._leases.values()):
+            try:
+                await self._broker.release_lease(lease)
+            except BrokerError:
+                log.warning("could not release the relay lease of %s; it will expire", lease.stream)
+        self._leases.clear()
+        self._metrics.relay_leases.set(0)
+
+    async def committed(self, stream: str) -> None:
+        """Called after a write committed changes to `stream`'s outbox."""
+        self._wakeup.set()
+        if stream not in self._leases:
+            with contextlib.suppress(BrokerError):  # the lease holder's poll will find the rows
+                await self._broker.notify(stream)
+
+    async def publish_pending(self, stream: str) -> int:
+        """Publish every pending row of `stream` now, if this relay holds its lease; returns how many."""
+        lease = self._leases.get(stream)
+        if lease is None:
+            return 0
+        published = 0
+        while True:
+            if stream in self._unsure:
+                await self._reconcile(stream)
+            async with read_transaction(self._engine) as connection:
+                records = await pending(connection, self._outbox, stream, self._settings.batch)
+            if not records:
+                return published
+            try:
+                await self._broker.append(stream, records, lease=lease)
+            except LeaseLost:
+                log.info("lost the relay lease of %s", stream)
+                self._drop_lease(stream)
+                return published
+            except BrokerError:
+                self._unsure.add(stream)
+                self._metrics.publish_errors.labels(stream).inc()
+                raise
+            self._unsure.add(stream)
+            async with write_transaction(self._engine) as connection:
+                await mark_published(connection, self._outbox, [r.outbox_id for r in records])
+            self._unsure.discard(stream)
+            now = time.time()
+            for record in records:
+                self._metrics.publish_latency.observe(max(0.0, now - record.committed_at))
+            self._metrics.published.labels(stream).inc(len(records))
+            published += len(records)
+            if len(records) < self._settings.batch:
+                return published
+
+    async def _reconcile(self, stream: str) -> None:
+        """Mark as published whatever of the outbox is already at the stream's tail."""
+        entries = await self._broker.tail(stream, 2 * self._settings.batch)
+        async with write_transaction(self._engine) as connection:
+            await mark_published(connection, self._outbox, [entry.outbox_id for entry in entries])
+        self._unsure.discard(stream)
+
+    def _drop_lease(self, stream: str) -> None:
+        self._leases.pop(stream, None)
+        self._metrics.relay_leases.set(len(self._leases))
+
+    async def _lease_loop(self) -> None:
+        ttl = self._settings.lease_ttl
+        while True:
+            for stream in self._streams:
+                try:
+                    await self._keep_lease(stream, ttl)
+                except BrokerError as exc:
+                    if stream in self._leases:
+                        log.warning("cannot renew the relay lease of %s: %s", stream, exc)
+                        self._drop_lease(stream)
+            await asyncio.sleep(ttl / 3)
+
+    async def _keep_lease(self, stream: str, ttl: float) -> None:
+        lease = self._leases.get(stream)
+        if lease is not None:
+            if await self._broker.renew_lease(lease, ttl):
+                return
+            log.info("the relay lease of %s expired", stream)
+            self._drop_lease(stream)
+        acquired = await self._broker.acquire_lease(stream, self.holder, ttl)
+        if acquired is not None:
+            self._leases[stream] = acquired
+            self._unsure.add(stream)  # the previous holder may have appended without marking
+            self._metrics.relay_leases.set(len(self._leases))
+            self._wakeup.set()
+
+    async def _publish_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.poll_interval):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                for stream in list(self._leases):
+                    await self.publish_pending(stream)
+                failures = 0
+            except (BrokerError, SQLAlchemyError, OSError) as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("relay cannot publish yet (attempt %d): %s", failures, exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+
+    async def _listen_loop(self) -> None:
+        while True:
+            try:
+                async with self._broker.notifications() as notifications:
+                    async for stream in notifications:
+                        if stream in self._leases:
+                            self._wakeup.set()
+            except BrokerError:
+                await asyncio.sleep(1.0)
+
+    async def _maintenance_loop(self) -> None:
+        settings = self._settings
+        while True:
+            try:
+                async with read_transaction(self._engine) as connection:
+                    self._metrics.outbox_backlog.set(await backlog(connection, self._outbox))
+                if settings.outbox_retention >= 0:
+                    async with write_transaction(self._engine) as connection:
+                        await delete_published(
+                            connection, self._outbox, time.time() - settings.outbox_retention
+                        )
+                if settings.stream_max_age is not None:
+                    for stream in list(self._leases):
+                        await self._broker.trim(stream, older_than=time.time() - settings.stream_max_age)
+            except (BrokerError, SQLAlchemyError, OSError) as exc:
+                log.warning("relay maintenance failed: %s", exc)
+            await asyncio.sleep(settings.maintenance_interval)

@@ -1,0 +1,95 @@
+"""The async database engine, transactions that are safe under concurrent writers, and migrations.
+
+SQLite (the default) and PostgreSQL behave differently in ways the gateway depends on, so the differences are
+settled here, once:
+- SQLite takes its write lock at `BEGIN IMMEDIATE`, so a write transaction never fails halfway when it tries
+  to upgrade a read lock; reads stay deferred and run beside the writer thanks to WAL.
+- `LIKE` is case sensitive on both (as in PostgreSQL), so SQL and the Python predicate agree.
+- SQLite's `lower()` folds only ASCII; `gateway_lower()` folds like Python (and PostgreSQL), for `ilike`.
+- Creating tables takes a PostgreSQL advisory lock, so workers starting together do not race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+MIGRATION_LOCK_KEY = 0x6761_7465_7761_79  # "gateway" as a PostgreSQL advisory lock key
+_WRITE_OPTION = "gateway_write"
+SQLITE_LOWER = "gateway_lower"
+"""A Unicode `lower()` for SQLite, registered on every connection (see `gateway.filters.sql`)."""
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`, with the per-dialect settings the gateway relies on."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA busy_timeout=30000",
+            "PRAGMA case_sensitive_like=ON",
+            "PRAGMA foreign_keys=ON",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+        dbapi_connection.create_function(SQLITE_LOWER, 1, _unicode_lower, deterministic=True)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that will write: committed on success, rolled back on any exception."""
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{_WRITE_OPTION: True})
+        async with connection.begin():
+            yield connection
+
+
+@asynccontextmanager
+async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read-only unit of work (one consistent snapshot on PostgreSQL)."""
+    async with engine.connect() as connection, connection.begin():
+        yield connection
+
+
+async def create_tables(engine: AsyncEngine, metadata: MetaData) -> None:
+    """Create missing tables and indexes; safe to run from many workers at once."""
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        await connection.run_sync(metadata.create_all)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise unless the database answers."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))

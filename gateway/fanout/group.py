@@ -1,0 +1,80 @@
+"""Subscribers that want the same thing share one encoding of every event.
+
+A group is keyed by (format, where, fields): all its subscribers receive the same bytes for an entry, so the
+entry is filtered, projected and encoded once per group per worker, however many connections it has. The
+entry itself is decoded once per worker (and not at all for unfiltered groups, which send the stored JSON
+as it is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.broker.base import Entry
+from gateway.fanout.subscriber import Subscriber
+from gateway.fanout.view import Predicate, filtered_change
+from gateway.sse.frames import Format, data_frame
+
+GroupKey = tuple[Format, str, str]
+
+
+class DecodedEntry:
+    """An entry as the hub handles it: its position bytes, and its JSON decoded on first need only."""
+
+    __slots__ = ("_before", "_change", "entry", "offset", "position")
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.offset = entry.offset
+        self.position = f"{entry.epoch}-{entry.offset}".encode()
+        self._change: dict[str, Any] | None = None
+        self._before: dict[str, Any] | None = None
+
+    def change(self) -> dict[str, Any]:
+        if self._change is None:
+            self._change = orjson.loads(self.entry.change)
+        return self._change
+
+    def before(self) -> dict[str, Any] | None:
+        if self._before is None and self.entry.before is not None:
+            self._before = orjson.loads(self.entry.before)
+        return self._before
+
+
+class Group:
+    """Subscribers of one stream with the same format and options."""
+
+    __slots__ = ("fields", "filtered", "fmt", "id_name", "key", "predicate", "subscribers")
+
+    def __init__(
+        self,
+        key: GroupKey,
+        *,
+        id_name: str,
+        predicate: Predicate | None,
+        fields: tuple[str, ...] | None,
+    ) -> None:
+        self.key = key
+        self.fmt = key[0]
+        self.id_name = id_name
+        self.predicate = predicate
+        self.fields = fields
+        self.filtered = predicate is not None or fields is not None
+        self.subscribers: dict[Subscriber, None] = {}
+
+    def frame(self, entry: DecodedEntry) -> bytes | None:
+        """This group's frame for `entry`, or None when the change is not for it."""
+        if not self.filtered:
+            return data_frame(self.fmt, entry.position, entry.entry.change)
+        change = filtered_change(
+            entry.change(),
+            entry.before(),
+            id_name=self.id_name,
+            predicate=self.predicate,
+            fields=self.fields,
+        )
+        if change is None:
+            return None
+        return data_frame(self.fmt, entry.position, orjson.dumps(change))

@@ -1,0 +1,147 @@
+"""One reader task per model stream per worker: read the broker in batches and fan each entry out.
+
+The reader owns the worker's cursor in the stream. It checks every entry against what it saw before: an
+entry of another epoch means the broker lost its history, an entry whose `prev` is not the cursor means
+entries were trimmed before this worker read them. Either way its subscribers are told (`event: reset`)
+rather than silently handed a hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.broker.base import Broker, BrokerError, Entry
+from gateway.broker.position import offset_key
+from gateway.fanout.group import DecodedEntry, Group, GroupKey
+from gateway.fanout.subscriber import State, Subscriber
+from gateway.fanout.view import Predicate
+from gateway.ops.metrics import Metrics
+from gateway.sse.frames import control_frame
+
+log = logging.getLogger("gateway.fanout")
+
+READ_BATCH = 500
+READ_BLOCK_SECONDS = 5.0
+
+
+class StreamReader:
+    """Reads one stream for this worker's subscribers; started on the first, stopped after the last."""
+
+    def __init__(self, stream: str, id_name: str, broker: Broker, metrics: Metrics) -> None:
+        self.stream = stream
+        self.id_name = id_name
+        self._broker = broker
+        self._metrics = metrics
+        self.groups: dict[GroupKey, Group] = {}
+        self.epoch = ""
+        self.cursor = ""
+        self._task: asyncio.Task[None] | None = None
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups
+
+    def position(self, offset: str | None = None) -> str:
+        return f"{self.epoch}-{offset or self.cursor}"
+
+    async def start(self) -> None:
+        """Take the stream's head as the cursor, then read from there."""
+        try:
+            head = await self._broker.head(self.stream)
+        except BaseException as exc:
+            self.started.set_exception(exc)
+            raise
+        self.epoch, self.cursor = head.epoch, head.last
+        self._task = asyncio.create_task(self._run(), name=f"reader-{self.stream}")
+        self.started.set_result(None)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def group(
+        self, key: GroupKey, predicate_factory: Callable[[], Predicate | None], fields: tuple[str, ...] | None
+    ) -> Group:
+        group = self.groups.get(key)
+        if group is None:
+            group = Group(key, id_name=self.id_name, predicate=predicate_factory(), fields=fields)
+            self.groups[key] = group
+        return group
+
+    def remove(self, group: Group, subscriber: Subscriber) -> None:
+        group.subscribers.pop(subscriber, None)
+        if not group.subscribers and self.groups.get(group.key) is group:
+            del self.groups[group.key]
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                entries = await self._broker.wait(self.stream, self.cursor, READ_BATCH, READ_BLOCK_SECONDS)
+                if not entries:
+                    await self._check_head()
+                    continue
+                failures = 0
+            except BrokerError as exc:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("stream reader %s cannot read (attempt %d): %s", self.stream, failures, exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            self.dispatch(entries)
+
+    async def _check_head(self) -> None:
+        """While idle: notice a broker that lost its history (restarted empty, flushed)."""
+        head = await self._broker.head(self.stream)
+        if head.epoch != self.epoch:
+            self._reset_all("epoch-changed", head.epoch, head.last)
+        elif offset_key(head.last) < offset_key(self.cursor):
+            self._reset_all("history-expired", head.epoch, head.last)
+
+    def dispatch(self, entries: list[Entry]) -> None:
+        """Hand `entries` to every group; synchronous, so no subscriber can register halfway through."""
+        delivered = 0
+        groups = list(self.groups.values())
+        for entry in entries:
+            if entry.epoch != self.epoch:
+                self._reset_all("epoch-changed", entry.epoch, entry.prev)
+            elif entry.prev != self.cursor:
+                self._reset_all("history-expired", entry.epoch, entry.prev)
+            decoded = DecodedEntry(entry)
+            offset = entry.offset
+            for group in groups:
+                frame = group.frame(decoded)
+                if frame is None:
+                    continue
+                for subscriber in group.subscribers:
+                    subscriber.push(frame, offset)
+                delivered += len(group.subscribers)
+            self.cursor = offset
+        now = time.time()
+        metrics = self._metrics
+        for entry in entries:
+            metrics.deliver_latency.observe(max(0.0, now - entry.committed_at))
+        metrics.reader_lag.labels(self.stream).set(max(0.0, now - entries[-1].committed_at))
+        if delivered:
+            metrics.delivered.labels(self.stream).inc(delivered)
+
+    def _reset_all(self, reason: str, epoch: str, offset: str) -> None:
+        """The stream cannot continue where its subscribers are: tell live ones, end replaying ones."""
+        log.warning("stream %s: %s; resetting %d subscriber groups", self.stream, reason, len(self.groups))
+        self.epoch, self.cursor = epoch, offset
+        position = self.position(offset)
+        data = {"reason": reason, "position": position}
+        for group in self.groups.values():
+            frame = control_frame(group.fmt, "reset", position, data)
+            for subscriber in group.subscribers:
+                if subscriber.state is State.LIVE:
+                    subscriber.push_control(frame, offset)
+                else:
+                    subscriber.close(reason)
+            self._metrics.resets.labels(self.stream, reason).inc(len(group.subscribers))

@@ -1,0 +1,162 @@
+"""One subscriber's bounded buffer, and the replay→live handoff (Mercure `localsubscriber.go`, in asyncio).
+
+The stream reader pushes shared, pre-encoded frames; the connection's own task takes everything pending in
+one piece and writes it in one `send`, so a burst costs one write per connection, not one per event.
+
+While a resuming subscriber replays history, live frames wait in `pending` with their offsets; `go_live`
+then keeps only those after the last replayed offset. Both buffers are bounded in events and bytes:
+- live: a subscriber over its bound is cut off (it resumes with `Last-Event-ID`, from history);
+- pending: over its bound it is dropped and flagged, and the replay simply reads further from the broker.
+Neither can stall the reader or grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+from gateway.broker.position import offset_key
+
+
+class State(enum.Enum):
+    REPLAYING = "replaying"
+    LIVE = "live"
+    CLOSED = "closed"
+
+
+class SubscriberCutOff(Exception):
+    """Raised out of a connection that was ended because it fell behind; the server drops the socket."""
+
+
+class Subscriber:
+    """A connection's place in the hub. Only the connection task awaits it; the hub only pushes."""
+
+    __slots__ = (
+        "_waiter",
+        "buffer",
+        "buffered_bytes",
+        "close_reason",
+        "last_offset",
+        "last_write",
+        "max_bytes",
+        "max_events",
+        "pending",
+        "pending_bytes",
+        "pending_overflowed",
+        "sending",
+        "state",
+        "task",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_events: int,
+        max_bytes: int,
+        replaying: bool,
+        task: asyncio.Task[object] | None = None,
+    ) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.state = State.REPLAYING if replaying else State.LIVE
+        self.buffer: list[bytes] = []
+        self.buffered_bytes = 0
+        self.pending: list[tuple[str, bytes]] = []
+        self.pending_bytes = 0
+        self.pending_overflowed = False
+        self.last_offset = ""
+        self.last_write = 0.0
+        self.close_reason: str | None = None
+        self.sending = False
+        self.task = task
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- the hub's side --
+
+    def push(self, frame: bytes, offset: str) -> None:
+        """A data frame for the entry at `offset` (or a bookmark of it)."""
+        state = self.state
+        if state is State.LIVE:
+            self.last_offset = offset
+            self._append(frame)
+        elif state is State.REPLAYING and not self.pending_overflowed:
+            self.pending.append((offset, frame))
+            self.pending_bytes += len(frame)
+            if len(self.pending) > self.max_events or self.pending_bytes > self.max_bytes:
+                self.pending.clear()
+                self.pending_bytes = 0
+                self.pending_overflowed = True
+
+    def push_control(self, frame: bytes, offset: str | None = None) -> None:
+        """A heartbeat or a reset (live subscribers only)."""
+        if self.state is State.LIVE:
+            if offset is not None:
+                self.last_offset = offset
+            self._append(frame)
+
+    def _append(self, frame: bytes) -> None:
+        self.buffer.append(frame)
+        self.buffered_bytes += len(frame)
+        if len(self.buffer) > self.max_events or self.buffered_bytes > self.max_bytes:
+            self.close("slow")
+            if self.sending and self.task is not None:
+                self.task.cancel()  # stuck writing to a client that does not read: drop the connection
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self, reason: str) -> None:
+        """End the subscription; the connection task notices at once."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self.close_reason = reason
+        self.buffer.clear()
+        self.buffered_bytes = 0
+        self.pending.clear()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the connection's side --
+
+    def go_live(self, last_offset: str) -> bool:
+        """Hand over from replay to live delivery after `last_offset` was sent.
+
+        Keeps the pending live frames after `last_offset` (dropping what replay already sent) and turns
+        live. Returns False, staying in replay, if live frames were dropped meanwhile: the caller reads
+        further from the broker and tries again.
+        """
+        if self.state is not State.REPLAYING:
+            return self.state is State.LIVE
+        if self.pending_overflowed:
+            self.pending_overflowed = False
+            return False
+        last = offset_key(last_offset)
+        self.state = State.LIVE
+        pending, self.pending = self.pending, []
+        self.pending_bytes = 0
+        for offset, frame in pending:
+            if offset_key(offset) > last:
+                self.last_offset = offset
+                self._append(frame)
+        return self.state is State.LIVE
+
+    async def wait(self) -> None:
+        """Until there is something to send, or the subscription ended."""
+        if self.buffer or self.state is State.CLOSED:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def take(self) -> bytes:
+        """Everything buffered, as one write."""
+        buffer = self.buffer
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        self.buffer = []
+        self.buffered_bytes = 0
+        return data

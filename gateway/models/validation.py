@@ -1,0 +1,198 @@
+"""Request bodies → column values, with LoopBack's validation errors.
+
+LoopBack silently nulls a value of the wrong type (`"priority": "high"` is stored as null). The gateway does
+not: a wrong type is a 422 like any other invalid property, with LoopBack's error shape, so clients learn of
+the mistake instead of losing data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.models.definition import MISSING, ModelDef, PropertyDef, PropertyType, StrictMode
+from gateway.models.rows import MAX_SAFE_INTEGER, parse_date
+from gateway.models.tables import EXTRA_COLUMN
+
+_TYPE_NAMES = {
+    PropertyType.STRING: "string",
+    PropertyType.NUMBER: "number",
+    PropertyType.BOOLEAN: "boolean",
+    PropertyType.DATE: "date",
+    PropertyType.OBJECT: "object",
+    PropertyType.ARRAY: "array",
+}
+
+
+@dataclass
+class InvalidInstance(Exception):
+    """A body that does not make a valid instance; rendered as LoopBack's 422 `ValidationError`."""
+
+    model: str
+    problems: list[tuple[str, str, str, Any]] = field(
+        default_factory=list
+    )  # (property, code, message, value)
+
+    def add(self, prop: str, code: str, message: str, value: Any) -> None:
+        self.problems.append((prop, code, message, value))
+
+    @property
+    def message(self) -> str:
+        details = "; ".join(f"`{p}` {message} (value: {js_repr(v)})" for p, _, message, v in self.problems)
+        return f"The `{self.model}` instance is not valid. Details: {details}."
+
+    @property
+    def details(self) -> dict[str, Any]:
+        codes: dict[str, list[str]] = {}
+        messages: dict[str, list[str]] = {}
+        for prop, code, message, _ in self.problems:
+            codes.setdefault(prop, []).append(code)
+            messages.setdefault(prop, []).append(message)
+        return {"context": self.model, "codes": codes, "messages": messages}
+
+
+_UNDEFINED = object()
+
+
+def js_repr(value: Any) -> str:
+    """How LoopBack prints a value in a validation message."""
+    if value is _UNDEFINED:
+        return "undefined"
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return str(value)
+
+
+def coerce(prop: PropertyDef, value: Any) -> Any:
+    """The stored form of a JSON value for `prop`; raises ValueError when the type is wrong."""
+    kind = prop.type
+    if kind is PropertyType.STRING:
+        if isinstance(value, str):
+            return value
+    elif kind is PropertyType.NUMBER:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if prop.is_id:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                if abs(value) > MAX_SAFE_INTEGER:
+                    raise ValueError
+                return int(value)
+            return float(value)
+    elif kind is PropertyType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+    elif kind is PropertyType.DATE:
+        return parse_date(value)
+    elif kind is PropertyType.OBJECT:
+        if isinstance(value, dict):
+            return value
+    elif kind is PropertyType.ARRAY:
+        if isinstance(value, list):
+            if prop.item_type is not None and not prop.item_type.is_json:
+                item = PropertyDef(prop.name, prop.item_type)
+                for element in value:
+                    coerce(item, element)
+            return value
+    else:
+        return value
+    raise ValueError
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or value is _UNDEFINED or value == ""
+
+
+def default_value(prop: PropertyDef) -> Any:
+    if prop.default_fn == "now":
+        now = datetime.now(UTC).replace(tzinfo=None)
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    if prop.default_fn in ("uuid", "uuidv4", "guid"):
+        return str(uuid.uuid4())
+    if prop.default is MISSING:
+        return None
+    return coerce(prop, prop.default)
+
+
+def build_values(
+    model: ModelDef,
+    body: Mapping[str, Any],
+    *,
+    base: Mapping[str, Any] | None = None,
+    allow_id: bool,
+) -> dict[str, Any]:
+    """Column values for a row made from `body`.
+
+    Without `base` this is a new instance (create, replace): missing properties take their defaults. With
+    `base` (the stored row) it is a patch: missing properties keep their stored values. `allow_id` is False
+    where LoopBack's forceId forbids a client-chosen id. Raises `InvalidInstance` listing every problem.
+    """
+    problems = InvalidInstance(model.name)
+    values: dict[str, Any] = {}
+    for prop in model.properties:
+        if prop.name in body:
+            raw = body[prop.name]
+            if prop.is_id:
+                if raw is not None and not allow_id:
+                    problems.add(prop.name, "absence", "can't be set", raw)
+                    continue
+                if raw is None:
+                    continue
+            if raw is None:
+                values[prop.name] = None
+                continue
+            try:
+                values[prop.name] = coerce(prop, raw)
+            except ValueError:
+                name = _TYPE_NAMES.get(prop.type, prop.type.value)
+                problems.add(prop.name, "type", f"is not a valid {name}", raw)
+        elif base is not None:
+            if prop.name in base:
+                values[prop.name] = base[prop.name]
+        elif not prop.is_id or not prop.generated or prop.default_fn:
+            values[prop.name] = default_value(prop)
+    for prop in model.properties:
+        if base is not None and prop.name not in values:
+            continue  # a patch of a row that does not have this column: nothing to check
+        if prop.required and not prop.is_id and _is_blank(values.get(prop.name, _UNDEFINED)):
+            problems.add(prop.name, "presence", "can't be blank", body.get(prop.name, _UNDEFINED))
+    extra = _undeclared(model, body, problems)
+    if model.strict is StrictMode.KEEP:
+        merged = {**((base or {}).get(EXTRA_COLUMN) or {}), **extra}
+        values[EXTRA_COLUMN] = merged or None
+    if problems.problems:
+        raise problems
+    return values
+
+
+def _undeclared(model: ModelDef, body: Mapping[str, Any], problems: InvalidInstance) -> dict[str, Any]:
+    unknown = {name: value for name, value in body.items() if name not in model.by_name}
+    if model.strict is StrictMode.REJECT:
+        for name, value in unknown.items():
+            problems.add(name, "unknown-property", "is not defined in the model", value)
+        return {}
+    if model.strict is StrictMode.DROP:
+        return {}
+    return unknown
+
+
+def parse_id(model: ModelDef, raw: Any) -> Any | None:
+    """The stored id for an id that came in a URL path or a body; None if it cannot be one."""
+    prop = model.id_property
+    if prop.type is PropertyType.NUMBER:
+        if isinstance(raw, str):
+            text = raw.strip()
+            if not text.lstrip("-").isdigit():
+                return None
+            raw = int(text)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            return None
+        if isinstance(raw, float) and not raw.is_integer():
+            return None
+        return int(raw) if abs(raw) <= MAX_SAFE_INTEGER else None
+    return raw if isinstance(raw, str) and raw else (str(raw) if isinstance(raw, int) else None)

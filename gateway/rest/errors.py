@@ -1,0 +1,98 @@
+"""LoopBack's error envelope: `{"error": {"statusCode", "name", "message", "code"?, "details"?}}`.
+
+Every error a client can cause is rendered here, so no client input ever reaches a bare 500 page; a real
+server fault is logged and answered like LoopBack with `debug: false`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.changes.writes import WriteRejected
+from gateway.filters import FilterError
+from gateway.models.validation import InvalidInstance
+
+log = logging.getLogger("gateway.rest")
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+class LoopBackError(Exception):
+    """An error to answer in LoopBack's envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        name: str = "Error",
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.name = name
+        self.code = code
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"statusCode": self.status, "name": self.name, "message": self.message}
+        if self.code is not None:
+            error["code"] = self.code
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def not_found(model_name: str, id_value: Any) -> LoopBackError:
+    return LoopBackError(404, f'Unknown "{model_name}" id "{id_value}".', code="MODEL_NOT_FOUND")
+
+
+def error_response(error: LoopBackError, *, head: bool = False) -> Response:
+    headers = {"X-Content-Type-Options": "nosniff", **error.headers}
+    body = b"" if head else orjson.dumps(error.body())
+    return Response(body, status_code=error.status, media_type=JSON_TYPE, headers=headers)
+
+
+def as_loopback_error(exc: Exception) -> LoopBackError:
+    """Map the gateway's own exceptions to LoopBack errors."""
+    if isinstance(exc, LoopBackError):
+        return exc
+    if isinstance(exc, InvalidInstance):
+        return LoopBackError(422, exc.message, name="ValidationError", details=exc.details)
+    if isinstance(exc, FilterError):
+        return LoopBackError(400, str(exc))
+    if isinstance(exc, WriteRejected):
+        return LoopBackError(exc.status, exc.message, code=exc.code)
+    raise TypeError(f"not a client error: {exc!r}")
+
+
+CLIENT_ERRORS = (LoopBackError, InvalidInstance, FilterError, WriteRejected)
+
+
+async def client_error_handler(request: Request, exc: Exception) -> Response:
+    return error_response(as_loopback_error(exc), head=request.method == "HEAD")
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    name = "Error"
+    return error_response(
+        LoopBackError(exc.status_code, str(exc.detail), name=name), head=request.method == "HEAD"
+    )
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = orjson.dumps({"error": {"statusCode": 500, "message": "Internal Server Error"}})
+    return Response(
+        body, status_code=500, media_type=JSON_TYPE, headers={"X-Content-Type-Options": "nosniff"}
+    )

@@ -1,0 +1,236 @@
+"""The routes of one model, with LoopBack 3's paths, request shapes and replies (LOOPBACK3.md §5, §6).
+
+Handlers only parse the request, call the model's reads or writes, and shape the reply; the transaction and
+outbox rules live in `gateway.changes.writes`. Bodies are parsed and validated here rather than by FastAPI, so
+that errors come out in LoopBack's envelope with LoopBack's messages; the OpenAPI document still describes
+them (see `gateway.rest.openapi`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from gateway.broker.base import Broker, BrokerError
+from gateway.broker.position import Position
+from gateway.changes.writes import ModelWrites
+from gateway.filters import Filter, argument, parse_fields, parse_filter, parse_where
+from gateway.models.definition import ModelDef
+from gateway.models.validation import parse_id
+from gateway.rest import openapi
+from gateway.rest.errors import JSON_TYPE, LoopBackError, not_found
+from gateway.rest.reads import ModelReads
+
+POSITION_HEADER = "X-Change-Stream-Position"
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def json_response(content: Any, *, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), media_type=JSON_TYPE, headers=headers)
+
+
+async def read_body(request: Request) -> Any:
+    """The JSON body; malformed JSON is LoopBack's 400 `SyntaxError`, an empty body is `{}`."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise LoopBackError(400, f"Unexpected token in JSON: {exc}", name="SyntaxError") from None
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    body = await read_body(request)
+    if not isinstance(body, dict):
+        raise LoopBackError(400, "The request body must be a JSON object")
+    return body
+
+
+class ModelApi:
+    """Everything the routes of one model need."""
+
+    def __init__(self, model: ModelDef, reads: ModelReads, writes: ModelWrites, broker: Broker) -> None:
+        self.model = model
+        self.reads = reads
+        self.writes = writes
+        self.broker = broker
+
+    def query_argument(self, request: Request, name: str) -> Any:
+        return argument(request.query_params.multi_items(), name)
+
+    def filter(self, request: Request) -> Filter:
+        return parse_filter(self.model, self.query_argument(request, "filter"))
+
+    def id_or_none(self, raw: str) -> Any | None:
+        return parse_id(self.model, raw)
+
+    async def position_header(self) -> dict[str, str]:
+        """The stream position before a read, so `change-stream?lastEventId=<it>` misses nothing after it."""
+        try:
+            head = await self.broker.head(self.model.stream)
+        except BrokerError:
+            return {}
+        return {POSITION_HEADER: str(Position(head.epoch, head.last))}
+
+
+def model_router(api: ModelApi) -> APIRouter:
+    """The APIRouter for one model, to be mounted at `<rest root>/<plural>`."""
+    model = api.model
+    router = APIRouter(tags=[model.name])
+    docs = openapi.RouteDocs(model)
+
+    @router.post(
+        "", openapi_extra=docs.body(array=True), responses=docs.reply(array_or_one=True), summary="create"
+    )
+    async def create(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, list):
+            if not all(isinstance(item, dict) for item in body):
+                raise LoopBackError(400, "Each element of the request body must be a JSON object")
+            return json_response(await api.writes.create(body))
+        if not isinstance(body, dict):
+            raise LoopBackError(400, "The request body must be a JSON object or an array of objects")
+        return json_response((await api.writes.create([body]))[0])
+
+    async def upsert(request: Request, replace: bool) -> Response:
+        body = await read_object(request)
+        raw_id = body.get(model.id_name)
+        id_value = None if raw_id is None else parse_id(model, raw_id)
+        if raw_id is not None and id_value is None:
+            id_value = raw_id  # build_values reports the wrong type
+        if replace:
+            return json_response(await api.writes.replace_or_create(body, id_value))
+        return json_response(await api.writes.patch_or_create(body, id_value))
+
+    @router.patch("", openapi_extra=docs.body(), responses=docs.reply(), summary="patchOrCreate")
+    async def patch_or_create(request: Request) -> Response:
+        return await upsert(request, replace=False)
+
+    @router.put("", openapi_extra=docs.body(), responses=docs.reply(), summary="replaceOrCreate")
+    async def replace_or_create(request: Request) -> Response:
+        return await upsert(request, replace=True)
+
+    @router.post(
+        "/replaceOrCreate", openapi_extra=docs.body(), responses=docs.reply(), summary="replaceOrCreate"
+    )
+    async def replace_or_create_post(request: Request) -> Response:
+        return await upsert(request, replace=True)
+
+    @router.post(
+        "/upsertWithWhere",
+        openapi_extra=docs.body(where=True),
+        responses=docs.reply(),
+        summary="upsertWithWhere",
+    )
+    async def upsert_with_where(request: Request) -> Response:
+        where = parse_where(model, api.query_argument(request, "where"))
+        if where is None:
+            raise LoopBackError(400, "The where argument is required")
+        return json_response(await api.writes.upsert_with_where(where, await read_object(request)))
+
+    @router.get("/count", openapi_extra=docs.params("where"), responses=docs.count(), summary="count")
+    async def count(request: Request) -> Response:
+        where = parse_where(model, api.query_argument(request, "where"))
+        headers = await api.position_header()
+        return json_response({"count": await api.reads.count(where)}, headers=headers)
+
+    @router.get("/findOne", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findOne")
+    async def find_one(request: Request) -> Response:
+        flt = api.filter(request)
+        headers = await api.position_header()
+        rows = await api.reads.find(Filter(flt.where, flt.order, 1, flt.skip, flt.fields))
+        if not rows:
+            raise not_found(model.name, "undefined")
+        return json_response(rows[0], headers=headers)
+
+    @router.post("/update", openapi_extra=docs.body(where=True), responses=docs.count(), summary="updateAll")
+    async def update_all(request: Request) -> Response:
+        raw_where = api.query_argument(request, "where")
+        if raw_where is None:
+            raise LoopBackError(400, "The where argument is required; use where={} to update every row")
+        where = parse_where(model, raw_where)
+        body = await read_object(request)
+        return json_response({"count": await api.writes.update_all(where, body)})
+
+    @router.get("", openapi_extra=docs.params("filter"), responses=docs.reply(array=True), summary="find")
+    async def find(request: Request) -> Response:
+        flt = api.filter(request)
+        headers = await api.position_header()
+        return json_response(await api.reads.find(flt), headers=headers)
+
+    @router.get("/{id}/exists", responses=docs.exists(), summary="exists")
+    async def exists(id: str) -> Response:
+        id_value = api.id_or_none(id)
+        return json_response({"exists": id_value is not None and await api.reads.exists(id_value)})
+
+    @router.head("/{id}", summary="exists (HEAD)")
+    async def exists_head(id: str) -> Response:
+        id_value = api.id_or_none(id)
+        if id_value is None or not await api.reads.exists(id_value):
+            raise not_found(model.name, id)
+        return Response(b"", media_type=JSON_TYPE, headers={"Content-Length": str(len(b'{"exists":true}'))})
+
+    @router.get("/{id}", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findById")
+    async def find_by_id(request: Request, id: str) -> Response:
+        id_value = api.id_or_none(id)
+        fields = parse_fields(model, (api.query_argument(request, "filter") or {}).get("fields"))
+        row = None if id_value is None else await api.reads.find_by_id(id_value, fields)
+        if row is None:
+            raise not_found(model.name, id)
+        return json_response(row)
+
+    async def replace_by_id(request: Request, id: str) -> Response:
+        body = await read_object(request)
+        id_value = api.id_or_none(id)
+        if id_value is None:
+            raise LoopBackError(404, f"Could not replace. Object with id {id} does not exist!")
+        return json_response(await api.writes.replace_by_id(id_value, body))
+
+    router.add_api_route(
+        "/{id}",
+        replace_by_id,
+        methods=["PUT"],
+        openapi_extra=docs.body(),
+        responses=docs.reply(),
+        summary="replaceById",
+    )
+    router.add_api_route(
+        "/{id}/replace",
+        replace_by_id,
+        methods=["POST"],
+        openapi_extra=docs.body(),
+        responses=docs.reply(),
+        summary="replaceById",
+    )
+
+    @router.patch("/{id}", openapi_extra=docs.body(), responses=docs.reply(), summary="patchAttributes")
+    async def patch_attributes(request: Request, id: str) -> Response:
+        body = await read_object(request)
+        id_value = api.id_or_none(id)
+        if id_value is None:
+            raise LoopBackError(404, f"could not find a model with id {id}", code="MODEL_NOT_FOUND")
+        return json_response(await api.writes.patch_by_id(id_value, body))
+
+    @router.delete("/{id}", responses=docs.count(), summary="deleteById")
+    async def delete_by_id(id: str) -> Response:
+        id_value = api.id_or_none(id)
+        return json_response({"count": 0 if id_value is None else await api.writes.delete_by_id(id_value)})
+
+    return router
+
+
+def unknown_route_router(model: ModelDef) -> APIRouter:
+    """LoopBack's 404 for a path under a model that no method handles; mounted after everything else."""
+    router = APIRouter(include_in_schema=False)
+
+    async def no_method(request: Request, rest: str = "") -> Response:
+        raise LoopBackError(
+            404, f'Shared class "{model.name}" has no method handling {request.method} /{rest}'
+        )
+
+    router.add_api_route("", no_method, methods=ALL_METHODS)
+    router.add_api_route("/{rest:path}", no_method, methods=ALL_METHODS)
+    return router

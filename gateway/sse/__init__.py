@@ -1,0 +1,1 @@
+"""The change-stream endpoint: negotiation, SSE/NDJSON framing, the connection loop, resume."""

@@ -1,0 +1,190 @@
+"""The change-stream response: a raw ASGI responder, one loop per connection.
+
+A raw responder, not sse-starlette: the measured cost per delivery is about a quarter (loadtests/RESULTS.md),
+because it adds one task per connection (the disconnect watcher) instead of four, and writes whatever is
+pending in one `send`. It does what sse-starlette would otherwise do for us: headers and `:ok` go out at once,
+a disconnect is noticed at once (uvicorn's `send` returns silently after one, only `receive` tells), the hub's
+ticker sends heartbeats, and the hub ends streams on shutdown.
+
+The loop (Mercure's `subscribe.go`, in asyncio): replay from the broker if resuming, hand over to live
+delivery, then wait → take everything pending → one write, until the subscriber is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway.broker.base import Broker
+from gateway.broker.position import Position, offset_key
+from gateway.fanout.group import DecodedEntry
+from gateway.fanout.hub import Hub, Subscription
+from gateway.fanout.subscriber import State, SubscriberCutOff
+from gateway.ops.metrics import Metrics
+from gateway.sse.frames import Format, bookmark_frame, control_frame, preamble
+
+log = logging.getLogger("gateway.stream")
+
+REPLAY_PAGE = 500
+FINAL_WRITE_TIMEOUT = 1.0
+HEADERS = {
+    Format.SSE: [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"connection", b"keep-alive"),
+    ],
+    Format.NDJSON: [
+        (b"content-type", b"application/x-ndjson"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ],
+}
+
+
+class ChangeStreamResponse(Response):
+    """Streams one subscription until the client leaves, falls behind, or the worker shuts down."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        hub: Hub,
+        broker: Broker,
+        metrics: Metrics,
+        fmt: Format,
+        resume: str | None,
+        retry_ms: int,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self._subscription = subscription
+        self._hub = hub
+        self._broker = broker
+        self._metrics = metrics
+        self._fmt = fmt
+        self._resume = resume
+        self._retry_ms = retry_ms
+        self._stream = subscription.reader.stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        subscriber = self._subscription.subscriber
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        watcher.add_done_callback(lambda _: subscriber.close("disconnect"))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS[self._fmt]})
+            opening = preamble(self._fmt, self._retry_ms)
+            if self._resume is None:
+                start = self._subscription.start_position.encode()
+                opening += bookmark_frame(self._fmt, start)
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            if self._resume is not None:
+                await self._replay(send, self._resume)
+            await self._live(send)
+        finally:
+            watcher.cancel()
+            await self._hub.unsubscribe(self._subscription)
+
+    async def _live(self, send: Send) -> None:
+        subscriber = self._subscription.subscriber
+        loop = asyncio.get_running_loop()
+        while True:
+            await subscriber.wait()
+            if subscriber.state is State.CLOSED:
+                break
+            await self._write(send, subscriber.take())
+            subscriber.last_write = loop.time()
+        reason = subscriber.close_reason
+        if reason == "disconnect":
+            return
+        if reason == "slow":
+            log.info("stream %s: subscriber cut off, it fell behind its buffer bound", self._stream)
+            raise SubscriberCutOff
+        try:
+            async with asyncio.timeout(FINAL_WRITE_TIMEOUT):
+                await send({"type": "http.response.body", "body": b""})
+        except TimeoutError:
+            raise SubscriberCutOff from None
+
+    async def _write(self, send: Send, data: bytes) -> None:
+        subscriber = self._subscription.subscriber
+        subscriber.sending = True
+        try:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        except asyncio.CancelledError:
+            if subscriber.close_reason == "slow":
+                raise SubscriberCutOff from None
+            raise
+        finally:
+            subscriber.sending = False
+
+    async def _replay(self, send: Send, resume: str) -> None:
+        """Send what the client missed after `resume`, then hand over to live delivery without gap or
+        duplicate; or say `reset` when that history is not there."""
+        subscription = self._subscription
+        subscriber = subscription.subscriber
+        try:
+            position = Position.parse(resume)
+        except ValueError:
+            return await self._reset(send, "history-expired")
+        if position.epoch != subscription.epoch:
+            return await self._reset(send, "epoch-changed")
+        cursor = position.offset
+        subscriber.last_offset = cursor
+        checked = False
+        replayed = 0
+        while subscriber.state is State.REPLAYING:
+            entries = await self._broker.read(self._stream, cursor, REPLAY_PAGE)
+            if entries and (entries[0].prev != cursor or entries[-1].epoch != position.epoch):
+                reason = "epoch-changed" if entries[-1].epoch != position.epoch else "history-expired"
+                return await self._reset(send, reason)
+            if not entries and not checked:
+                head = await self._broker.head(self._stream)
+                if head.epoch != position.epoch:
+                    return await self._reset(send, "epoch-changed")
+                if offset_key(cursor) > offset_key(head.last):
+                    return await self._reset(send, "history-expired")
+            checked = True
+            frames = []
+            for entry in entries:
+                frame = subscription.group.frame(DecodedEntry(entry))
+                if frame is not None:
+                    frames.append(frame)
+                    subscriber.last_offset = entry.offset
+                cursor = entry.offset
+            if frames:
+                await self._write(send, b"".join(frames))
+                replayed += len(frames)
+            if len(entries) < REPLAY_PAGE and subscriber.go_live(cursor):
+                break
+        if replayed:
+            self._metrics.replayed.labels(self._stream).inc(replayed)
+
+    async def _reset(self, send: Send, reason: str) -> None:
+        """Tell the client its position cannot be resumed; continue live from where it registered."""
+        subscription = self._subscription
+        position = subscription.start_position
+        self._metrics.resets.labels(self._stream, reason).inc()
+        frame = control_frame(self._fmt, "reset", position, {"reason": reason, "position": position})
+        await self._write(send, frame)
+        subscription.subscriber.last_offset = subscription.start_offset
+        if not subscription.subscriber.go_live(subscription.start_offset):
+            subscription.subscriber.close("overflow")
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class CutOffLogFilter(logging.Filter):
+    """Keep the server's error log for real faults: a slow subscriber cut off on purpose is logged by us."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, SubscriberCutOff)
