@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+
+from tests.redis_server import RedisServers
 
 POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -94,3 +96,10 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.fixture
+def redis_servers(tmp_path: Path) -> Iterator[RedisServers]:
+    """A factory of private redis-server processes (to stop, restart or flush), all stopped after the test."""
+    with RedisServers(tmp_path) as servers:
+        yield servers

@@ -87,7 +87,7 @@ def _condition(condition: Condition, table: Table, dialect_name: str) -> ColumnE
     if op is Op.NIN:
         return or_(column.is_(None), column.not_in(value)) if value else true()
     if op is Op.LIKE:
-        return column.like(value)
+        return column.like(value, escape=_ESCAPE)
     if op is Op.NLIKE:
         return or_(column.is_(None), column.not_like(value, escape=_ESCAPE))
     if op is Op.ILIKE:
@@ -96,7 +96,7 @@ def _condition(condition: Condition, table: Table, dialect_name: str) -> ColumnE
         return or_(column.is_(None), not_(_ilike(column, value, dialect_name)))
     assert isinstance(value, Regexp)
     if dialect_name == "postgresql":
-        return column.regexp_match(value.pattern, flags="i" if value.ignore_case else None)
+        return column.regexp_match(value.pattern, flags=None)
     # SQLAlchemy's SQLite REGEXP ignores flags; Python's inline flag does the same job.
     return column.regexp_match(("(?i)" if value.ignore_case else "") + value.pattern)
 

@@ -7,14 +7,12 @@ test. Tests that stop, restart or flush Redis use `redis_servers` instead, which
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import pytest
 
 from gateway.broker import Broker, MemoryBroker, broker_from_url
-from tests.redis_server import RedisServers
 
 
 class BrokerFactory(Protocol):
@@ -55,9 +53,3 @@ async def make_broker(backend: tuple[str, str] | None) -> AsyncIterator[BrokerFa
 def broker(make_broker: BrokerFactory) -> Broker:
     return make_broker()
 
-
-@pytest.fixture
-def redis_servers(tmp_path: Path) -> Iterator[RedisServers]:
-    """A factory of private redis-server processes, all stopped after the test."""
-    with RedisServers(tmp_path) as servers:
-        yield servers
