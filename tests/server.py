@@ -41,13 +41,26 @@ class GatewayProcess:
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         output: Any = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=output,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=output,
+                stderr=output,
+            )
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()  # the child has its own descriptor
         self.wait_ready(timeout)
         return self
 

@@ -6,7 +6,10 @@ including that an `id:`-only frame moves the last event id without dispatching a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,22 +36,15 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
         buffer = self._pending + chunk
-        start = 0
-        index = 0
-        length = len(buffer)
-        while index < length:
-            byte = buffer[index]
-            if self._skip_lf:
-                self._skip_lf = False
-                if byte == 0x0A:
-                    start = index = index + 1
-                    continue
-            if byte in (0x0A, 0x0D):
-                self._line(buffer[start:index].decode("utf-8", errors="replace"), events)
-                self._skip_lf = byte == 0x0D
-                start = index + 1
-            index += 1
-        self._pending = buffer[start:]
+        if self._skip_lf and buffer[:1] == b"\n":
+            buffer = buffer[1:]
+        if not buffer:
+            return events
+        self._skip_lf = buffer.endswith(b"\r")  # a CR now may be the first half of a CRLF in the next chunk
+        lines = _LINE_END.split(buffer)
+        self._pending = lines.pop()
+        for line in lines:
+            self._line(line.decode("utf-8", errors="replace"), events)
         return events
 
     def _line(self, line: str, events: list[ServerSentEvent]) -> None:

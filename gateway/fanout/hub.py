@@ -147,7 +147,7 @@ class Hub:
                 for group in reader.groups.values():
                     bookmark: bytes | None = None
                     for subscriber in group.subscribers:
-                        if subscriber.state is not State.LIVE or subscriber.buffer:
+                        if subscriber.state is not State.LIVE or subscriber.buffer or subscriber.skip_until:
                             continue
                         idle = now - subscriber.last_write
                         if (

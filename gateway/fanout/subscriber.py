@@ -4,7 +4,9 @@ The stream reader pushes shared, pre-encoded frames; the connection's own task t
 one piece and writes it in one `send`, so a burst costs one write per connection, not one per event.
 
 While a resuming subscriber replays history, live frames wait in `pending` with their offsets; `go_live`
-then keeps only those after the last replayed offset. Both buffers are bounded in events and bytes:
+then keeps only those after the last replayed offset. The worker's reader may still be behind what the
+replay read from the broker, so after the handoff live frames up to that offset are skipped too (centrifuge's
+recovery merge: drop what was already sent). Both buffers are bounded in events and bytes:
 - live: a subscriber over its bound is cut off (it resumes with `Last-Event-ID`, from history);
 - pending: over its bound it is dropped and flagged, and the replay simply reads further from the broker.
 Neither can stall the reader or grow memory without limit.
@@ -44,6 +46,7 @@ class Subscriber:
         "pending_bytes",
         "pending_overflowed",
         "sending",
+        "skip_until",
         "state",
         "task",
     )
@@ -68,6 +71,7 @@ class Subscriber:
         self.last_write = 0.0
         self.close_reason: str | None = None
         self.sending = False
+        self.skip_until: tuple[int, int] | None = None  # live frames up to here were sent by the replay
         self.task = task
         self._waiter: asyncio.Future[None] | None = None
 
@@ -77,6 +81,10 @@ class Subscriber:
         """A data frame for the entry at `offset` (or a bookmark of it)."""
         state = self.state
         if state is State.LIVE:
+            if self.skip_until is not None:
+                if offset_key(offset) <= self.skip_until:
+                    return
+                self.skip_until = None
             self.last_offset = offset
             self._append(frame)
         elif state is State.REPLAYING and not self.pending_overflowed:
@@ -133,14 +141,12 @@ class Subscriber:
         if self.pending_overflowed:
             self.pending_overflowed = False
             return False
-        last = offset_key(last_offset)
+        self.skip_until = offset_key(last_offset)
         self.state = State.LIVE
         pending, self.pending = self.pending, []
         self.pending_bytes = 0
         for offset, frame in pending:
-            if offset_key(offset) > last:
-                self.last_offset = offset
-                self._append(frame)
+            self.push(frame, offset)
         return self.state is State.LIVE
 
     async def wait(self) -> None:
