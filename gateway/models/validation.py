@@ -42,6 +42,10 @@ class InvalidInstance(Exception):
         self.problems.append((prop, code, message, value))
 
     @property
+    def properties(self) -> set[str]:
+        return {prop for prop, _, _, _ in self.problems}
+
+    @property
     def message(self) -> str:
         details = "; ".join(f"`{p}` {message} (value: {js_repr(v)})" for p, _, message, v in self.problems)
         return f"The `{self.model}` instance is not valid. Details: {details}."
@@ -159,6 +163,8 @@ def build_values(
     for prop in model.properties:
         if base is not None and prop.name not in values:
             continue  # a patch of a row that does not have this column: nothing to check
+        if prop.name in problems.properties:
+            continue  # already reported (a wrong type): one problem per property
         if prop.required and not prop.is_id and _is_blank(values.get(prop.name, _UNDEFINED)):
             problems.add(prop.name, "presence", "can't be blank", body.get(prop.name, _UNDEFINED))
     extra = _undeclared(model, body, problems)

@@ -61,12 +61,14 @@ def change_stream_router(
         "Resume with the `Last-Event-ID` header or `lastEventId`; filter with `options` "
         '(`{"where": ..., "fields": ...}`).'
     )
-    router.add_api_route(
-        "/change-stream",
-        change_stream,
-        methods=["GET", "POST"],
-        summary="createChangeStream",
-        description=description,
-        response_class=Response,
-    )
+    for method in ("GET", "POST"):
+        router.add_api_route(
+            "/change-stream",
+            change_stream,
+            methods=[method],
+            name=f"change_stream_{method.lower()}",
+            summary="createChangeStream",
+            description=description,
+            response_class=Response,
+        )
     return router
