@@ -12,6 +12,10 @@ from typing import Any
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Mount, Route
 
 from gateway.app import GatewayApp, create_app
 from gateway.client.sse import ServerSentEvent, SSEParser
@@ -65,11 +69,17 @@ async def open_stream(
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[tuple[str, GatewayApp]]:
+async def serve(
+    settings: Settings, *, port: int | None = None, page: str | None = None
+) -> AsyncIterator[tuple[str, GatewayApp]]:
     """A real uvicorn server (httptools) running `create_app(settings)` in this event loop, so a test can
-    look inside the app (hub counts, tasks) while clients talk real HTTP to it."""
+    look inside the app (hub counts, tasks) while clients talk real HTTP to it. `page`, if given, is served
+    as HTML at `/page` (same origin as the API, as a browser test needs)."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    served: Any = app if page is None else _with_page(app, page)
+    config = uvicorn.Config(
+        served, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[assignment]  # leave pytest's signals alone
     task = asyncio.create_task(server.serve())
@@ -84,3 +94,13 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[str, GatewayApp]]:
         app.gateway.drain.begin()  # end open streams, or uvicorn waits for them
         server.should_exit = True
         await task
+
+
+def _with_page(app: GatewayApp, page: str) -> Starlette:
+    async def html(_request: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return Starlette(
+        routes=[Route("/page", html), Mount("/", app=app)],
+        lifespan=lambda _outer: app.router.lifespan_context(app),
+    )

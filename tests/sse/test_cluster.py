@@ -79,7 +79,9 @@ async def test_resume_on_another_process_at_200_random_points(cluster: Cluster) 
             server = (b, a)[hop % 2]
             wanted = rng.randint(1, 4)
             async with open_stream(http, f"{server.url}{STREAM}", headers={"last-event-id": last_id}) as part:
-                await part.read_until(lambda s, n=wanted: len(s.data_events) >= n or done_writing.is_set(), 20)
+                await part.read_until(
+                    lambda s, n=wanted: len(s.data_events) >= n or done_writing.is_set(), 20
+                )
                 if done_writing.is_set():
                     await part.read_until(lambda s: len(received) + len(s.data_events) >= writes, 20)
                 received.extend(
