@@ -2,30 +2,35 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+RUNTIME := $(VENV)/.runtime-stamp
+DEV := $(VENV)/.dev-stamp
 
 .PHONY: run test lint typecheck services clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
 
-run: $(STAMP)
+$(DEV): $(RUNTIME)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(DEV)
+
+run: $(RUNTIME)
 	$(BIN)/gateway serve
 
 services:
 	bash scripts/ensure-services
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check gateway tests loadtests
 	$(BIN)/ruff format --check gateway tests loadtests
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy gateway
 
-test: $(STAMP) services lint typecheck
+test: $(DEV) services lint typecheck
 	$(BIN)/pytest
 
 clean:
