@@ -123,6 +123,12 @@ class StreamReader:
                     subscriber.push(frame, offset)
                 delivered += len(group.subscribers)
             self.cursor = offset
+        # One write per connection for the whole batch, started here (see Subscriber.flush).
+        loop_now = asyncio.get_running_loop().time()
+        for group in groups:
+            for subscriber in group.subscribers:
+                if subscriber.buffer:
+                    subscriber.flush(loop_now)
         now = time.time()
         metrics = self._metrics
         for entry in entries:

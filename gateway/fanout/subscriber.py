@@ -1,7 +1,12 @@
 """One subscriber's bounded buffer, and the replay→live handoff (Mercure `localsubscriber.go`, in asyncio).
 
-The stream reader pushes shared, pre-encoded frames; the connection's own task takes everything pending in
-one piece and writes it in one `send`, so a burst costs one write per connection, not one per event.
+The stream reader pushes shared, pre-encoded frames, then flushes: each connection gets everything pending in
+one piece, in one `send`, so a burst costs one write per connection, not one per event. Once a connection is
+live its `send` is started right there, in the reader's task (`flush`): uvicorn's `send` finishes without
+suspending unless the socket is over its write limit, so the usual write costs no task switch at all (about
+a third of the CPU per delivery; loadtests/RESULTS.md). Only a write that does suspend (a client not
+reading) is handed to the connection's own task to finish, so a slow client never stalls the reader.
+Before a connection is live (headers, replay) the connection task writes, woken by `wait`, as before.
 
 While a resuming subscriber replays history, live frames wait in `pending` with their offsets; `go_live`
 then keeps only those after the last replayed offset. The worker's reader may still be behind what the
@@ -16,8 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 from gateway.broker.position import offset_key
+
+SendBody = Callable[[bytes], Awaitable[None]]
+"""Starts the ASGI send of one body chunk (the connection's `send`, with the message filled in)."""
 
 
 class State(enum.Enum):
@@ -35,9 +45,11 @@ class Subscriber:
 
     __slots__ = (
         "_waiter",
+        "blocked",
         "buffer",
         "buffered_bytes",
         "close_reason",
+        "error",
         "last_offset",
         "last_write",
         "max_bytes",
@@ -45,6 +57,7 @@ class Subscriber:
         "pending",
         "pending_bytes",
         "pending_overflowed",
+        "send_body",
         "sending",
         "skip_until",
         "state",
@@ -70,7 +83,10 @@ class Subscriber:
         self.last_offset = ""
         self.last_write = 0.0
         self.close_reason: str | None = None
-        self.sending = False
+        self.sending = False  # a write to the connection is under way (awaited, or blocked)
+        self.send_body: SendBody | None = None  # set once live: `flush` then writes from the caller's task
+        self.blocked: tuple[Generator[Any, None, None], object] | None = None  # a suspended send
+        self.error: Exception | None = None  # what a failed direct send raised (close reason "error")
         self.skip_until: tuple[int, int] | None = None  # live frames up to here were sent by the replay
         self.task = task
         self._waiter: asyncio.Future[None] | None = None
@@ -96,11 +112,12 @@ class Subscriber:
                 self.pending_overflowed = True
 
     def push_control(self, frame: bytes, offset: str | None = None) -> None:
-        """A heartbeat or a reset (live subscribers only)."""
+        """A heartbeat, bookmark or reset (live subscribers only); written at once."""
         if self.state is State.LIVE:
             if offset is not None:
                 self.last_offset = offset
             self._append(frame)
+            self.flush(asyncio.get_running_loop().time())
 
     def _append(self, frame: bytes) -> None:
         self.buffer.append(frame)
@@ -110,6 +127,32 @@ class Subscriber:
             if self.sending and self.task is not None:
                 self.task.cancel()  # stuck writing to a client that does not read: drop the connection
             return
+        if self.send_body is None:  # otherwise whoever pushed calls `flush`
+            self._wake()
+
+    def flush(self, now: float) -> None:
+        """Write everything buffered now, from the caller's task, when the connection takes it at once.
+
+        `now` (the loop's clock) becomes `last_write`. A send that suspends (the client's socket is full)
+        is parked in `blocked` for the connection task to finish; later frames wait in the buffer.
+        """
+        if self.send_body is None or self.sending or not self.buffer or self.state is not State.LIVE:
+            return
+        send = self.send_body(self.take()).__await__()
+        try:
+            blocker = send.send(None)
+        except StopIteration:
+            self.last_write = now
+            return
+        except Exception as exc:  # the server refused the write: end this stream, never the caller's
+            self.error = exc
+            self.close("error")
+            return
+        self.sending = True
+        self.blocked = (send, blocker)
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -123,9 +166,7 @@ class Subscriber:
         self.buffer.clear()
         self.buffered_bytes = 0
         self.pending.clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     # -- the connection's side --
 
@@ -150,14 +191,31 @@ class Subscriber:
         return self.state is State.LIVE
 
     async def wait(self) -> None:
-        """Until there is something to send, or the subscription ended."""
-        if self.buffer or self.state is State.CLOSED:
+        """Until there is something to send (or a blocked send to finish), or the subscription ended."""
+        if self.buffer or self.blocked is not None or self.state is State.CLOSED:
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
+
+    async def finish_blocked(self) -> None:
+        """Drive a send that `flush` started and that suspended, to its end, in the connection's task."""
+        assert self.blocked is not None
+        send, blocker = self.blocked
+        self.blocked = None
+        try:
+            while True:
+                await _resume_after(blocker)
+                try:
+                    blocker = send.send(None)
+                except StopIteration:
+                    return
+        finally:
+            send.close()  # no-op when it finished; unwinds it when this task was cancelled
+            self.sending = False
+            self.last_write = asyncio.get_running_loop().time()
 
     def take(self) -> bytes:
         """Everything buffered, as one write."""
@@ -166,3 +224,14 @@ class Subscriber:
         self.buffer = []
         self.buffered_bytes = 0
         return data
+
+
+async def _resume_after(blocker: object) -> None:
+    """Wait for what a suspended coroutine yielded (an asyncio future, or None for a bare yield); its
+    outcome, a result or an exception, is the coroutine's to see when it is resumed."""
+    if blocker is None:
+        await asyncio.sleep(0)
+    elif asyncio.isfuture(blocker):
+        await asyncio.wait([blocker])
+    else:
+        raise RuntimeError(f"an ASGI send yielded {blocker!r}, which is not an asyncio future")

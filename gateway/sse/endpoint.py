@@ -1,19 +1,22 @@
 """The change-stream response: a raw ASGI responder, one loop per connection.
 
-A raw responder, not sse-starlette: the measured cost per delivery is about a quarter (loadtests/RESULTS.md),
-because it adds one task per connection (the disconnect watcher) instead of four, and writes whatever is
-pending in one `send`. It does what sse-starlette would otherwise do for us: headers and `:ok` go out at once,
-a disconnect is noticed at once (uvicorn's `send` returns silently after one, only `receive` tells), the hub's
-ticker sends heartbeats, and the hub ends streams on shutdown.
+A raw responder, not sse-starlette: the measured server CPU per delivery is about half (loadtests/RESULTS.md),
+because it adds one task per connection (the disconnect watcher) instead of four, needs no task switch per
+event (the stream reader starts the `send`), and writes whatever is pending in one `send`. It does what
+sse-starlette would otherwise do for us: headers and `:ok` go out at once, a disconnect is noticed at once
+(uvicorn's `send` returns silently after one, only `receive` tells), the hub's ticker sends heartbeats, and
+the hub ends streams on shutdown.
 
 The loop (Mercure's `subscribe.go`, in asyncio): replay from the broker if resuming, hand over to live
-delivery, then wait → take everything pending → one write, until the subscriber is closed.
+delivery, then hand the connection's `send` to the hub, which writes each batch straight from the stream
+reader (`Subscriber.flush`); this task only finishes writes that had to wait for a slow client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -89,17 +92,30 @@ class ChangeStreamResponse(Response):
             await self._hub.unsubscribe(self._subscription)
 
     async def _live(self, send: Send) -> None:
+        """From here the hub writes (`Subscriber.flush`); this task finishes writes that had to wait for
+        the client, and writes what was buffered before the hand-over."""
         subscriber = self._subscription.subscriber
         loop = asyncio.get_running_loop()
+
+        def send_body(data: bytes) -> Awaitable[None]:
+            return send({"type": "http.response.body", "body": data, "more_body": True})
+
+        subscriber.send_body = send_body
         while True:
             await subscriber.wait()
             if subscriber.state is State.CLOSED:
                 break
-            await self._write(send, subscriber.take())
-            subscriber.last_write = loop.time()
+            if subscriber.blocked is not None:
+                await self._finish_blocked()
+            else:
+                await self._write(send, subscriber.take())
+                subscriber.last_write = loop.time()
+        subscriber.send_body = None
         reason = subscriber.close_reason
         if reason == "disconnect":
             return
+        if reason == "error" and subscriber.error is not None:
+            raise subscriber.error
         if reason == "slow":
             log.info("stream %s: subscriber cut off, it fell behind its buffer bound", self._stream)
             raise SubscriberCutOff
@@ -120,6 +136,15 @@ class ChangeStreamResponse(Response):
             raise
         finally:
             subscriber.sending = False
+
+    async def _finish_blocked(self) -> None:
+        subscriber = self._subscription.subscriber
+        try:
+            await subscriber.finish_blocked()
+        except asyncio.CancelledError:
+            if subscriber.close_reason == "slow":
+                raise SubscriberCutOff from None
+            raise
 
     async def _replay(self, send: Send, resume: str) -> None:
         """Send what the client missed after `resume`, then hand over to live delivery without gap or
