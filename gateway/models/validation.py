@@ -193,8 +193,8 @@ def parse_id(model: ModelDef, raw: Any) -> Any | None:
     if prop.type is PropertyType.NUMBER:
         if isinstance(raw, str):
             text = raw.strip()
-            if not text.lstrip("-").isdigit():
-                return None
+            if not (text.isascii() and text.lstrip("-").isdigit()):
+                return None  # "²" and other Unicode digits are isdigit() but not int()
             raw = int(text)
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             return None

@@ -166,3 +166,10 @@ async def test_openapi_documents_every_model(notes: httpx.AsyncClient) -> None:
     assert {"get", "post", "put", "patch"} <= set(spec["paths"]["/api/Todos"])
     assert "/api/Todos/change-stream" in spec["paths"]
     assert (await notes.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize("raw", ["%C2%B2", "%D9%A3", "-", "1.5", "99999999999999999999"])
+async def test_ids_that_are_not_numbers_are_not_found(notes: httpx.AsyncClient, raw: str) -> None:
+    assert (await notes.get(f"/api/Todos/{raw}/exists")).json() == {"exists": False}
+    assert (await notes.get(f"/api/Todos/{raw}")).status_code == 404
+    assert (await notes.post(f"/api/Todos/{raw}/replace", json={"title": "x"})).status_code == 404
