@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from gateway.broker import broker_from_url
 from gateway.broker.base import Broker
@@ -31,11 +33,14 @@ from gateway.models.tables import ModelTables, build_tables
 from gateway.ops.drain import Drain
 from gateway.ops.health import health_router
 from gateway.ops.metrics import Metrics
+from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
 from gateway.rest.openapi import model_schemas
 from gateway.rest.reads import ModelReads
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
+from gateway.security import Security, build_security
+from gateway.security.setup import install_security
 from gateway.sse.endpoint import CutOffLogFilter
 from gateway.sse.route import change_stream_router
 
@@ -57,18 +62,21 @@ class Gateway:
     apis: dict[str, ModelApi]
     hub: Hub
     drain: Drain
+    security: Security
 
     async def start(self) -> None:
         if self.settings.create_tables:
             await create_tables(self.engine, self.tables.metadata)
+        self.security.start()
         self.relay.start()
         self.hub.start()
         self.drain.install()
 
     async def aclose(self) -> None:
-        self.drain.uninstall()
+        await self.drain.aclose()
         await self.hub.aclose()
         await self.relay.aclose()
+        await self.security.aclose()
         await self.broker.aclose()
         await self.engine.dispose()
 
@@ -105,6 +113,7 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         metrics=metrics,
     )
+    security = build_security(settings, registry, broker)
     apis = {}
     for model in registry.models:
         table = tables.table(model)
@@ -113,6 +122,7 @@ def build_gateway(settings: Settings) -> Gateway:
             ModelReads(model, table, engine),
             ModelWrites(model, table, outbox, engine, relay.committed),
             broker,
+            security.access,
         )
     hub = Hub(
         broker,
@@ -125,13 +135,24 @@ def build_gateway(settings: Settings) -> Gateway:
         metrics,
     )
     drain = Drain(hub, metrics, settings.drain_seconds)
-    return Gateway(settings, registry, tables, outbox, engine, broker, relay, metrics, apis, hub, drain)
+    return Gateway(
+        settings, registry, tables, outbox, engine, broker, relay, metrics, apis, hub, drain, security
+    )
 
 
 class GatewayApp(FastAPI):
     """The ASGI application, carrying its typed parts."""
 
     gateway: Gateway
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # The request log wraps everything, error handlers included, so a 500 is logged with its id.
+        gateway = self.gateway
+        return RequestLogMiddleware(
+            super().build_middleware_stack(),
+            draining=lambda: gateway.drain.draining,
+            metrics=gateway.metrics,
+        )
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:
@@ -153,6 +174,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app.exception_handler(StarletteHTTPException)(errors.http_error_handler)
     for client_error in errors.CLIENT_ERRORS:
         app.exception_handler(client_error)(errors.client_error_handler)
+    app.exception_handler(DBAPIError)(errors.database_error_handler)
     app.exception_handler(Exception)(errors.server_error_handler)
 
     app.include_router(
@@ -160,6 +182,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             {"database": lambda: ping(gateway.engine), "broker": gateway.broker.ping},
             gateway.metrics,
             gateway.refuse_streams,
+            lambda: (gateway.hub.count, settings.max_connections),
         )
     )
     root = settings.rest_root
@@ -173,12 +196,14 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
                 metrics=gateway.metrics,
                 retry_ms=settings.retry,
                 refuse=gateway.refuse_streams,
+                authorise=gateway.security.stream_access,
             ),
             prefix=prefix,
         )
         app.include_router(model_router(gateway.apis[model.name]), prefix=prefix)
     for model in gateway.registry.models:
         app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
+    install_security(app, gateway.security)
     app.include_router(_unknown_model_router(), prefix=root)
     _install_openapi(app, gateway.registry)
     return app

@@ -8,10 +8,10 @@ that works for `make run`; a wrong value fails at start with a message that name
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "GATEWAY_"
@@ -51,12 +51,39 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(default=10.0, ge=0)
     cors_origins: Annotated[list[str], NoDecode] = []
 
+    # Security (docs/security.md). Authentication is off unless a JWT secret or public key is set.
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwt_public_key: Path | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwt_leeway: float = Field(default=30.0, ge=0, le=600)
+    auth_roles_claim: str = Field(default="roles", min_length=1)
+    auth_cookie_name: str = Field(default="gateway_token", pattern=r"^[A-Za-z0-9_.-]+$")
+    auth_cookie_secure: bool = True
+    auth_allow_query_token: bool = False
+    auth_ticket_ttl: float = Field(default=60.0, ge=1, le=600)
+    limit_body_bytes: int = Field(default=1_048_576, ge=1024)
+    limit_writes_per_second: int = Field(default=0, ge=0)  # per principal (or client IP); 0: no limit
+    limit_streams_per_principal: int = Field(default=0, ge=0)  # 0: no limit
+    limit_tickets_per_minute: int = Field(default=60, ge=0)  # per principal; 0: no limit
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Read by gunicorn (deploy/gunicorn.conf.py) only; `gateway serve` takes --host/--port/--workers.
+    bind: str | None = None
+    workers: int | None = Field(default=None, ge=1)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -81,6 +108,21 @@ class Settings(BaseSettings):
             raise ValueError("must start with '/' and not end with '/', like /api")
         return value.rstrip("/") if value != "/" else ""
 
+    @field_validator("auth_jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (RFC 7518 §3.2: an HS256 key is 256 bits or more)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_jwt_keys(self) -> Settings:
+        if self.auth_jwt_secret is not None and self.auth_jwt_public_key is not None:
+            raise ValueError(
+                "set GATEWAY_AUTH_JWT_SECRET (HS256) or GATEWAY_AUTH_JWT_PUBLIC_KEY (RS256/ES256), not both"
+            )
+        return self
+
     @model_validator(mode="after")
     def _check_retention(self) -> Settings:
         if self.stream_maxlen is not None and self.stream_maxlen < 2 * self.relay_batch:
@@ -89,6 +131,10 @@ class Settings(BaseSettings):
                 f"GATEWAY_RELAY_BATCH ({self.relay_batch})"
             )
         return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_jwt_secret is not None or self.auth_jwt_public_key is not None
 
     @property
     def uses_memory_broker(self) -> bool:

@@ -39,8 +39,7 @@ from gateway.fanout.subscriber import State, Subscriber
 from loadtests import fanout_bench
 from loadtests.gatewayproc import free_port, wait_ready
 
-DIRECT = hasattr(Subscriber, "flush")  # the reader-writes-directly patch (see RESULTS.md) is applied
-MODES = ("raw", "raw-task", "sse-starlette") if DIRECT else ("raw-task", "sse-starlette")
+MODES = ("raw", "raw-task", "sse-starlette")
 HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -65,10 +64,9 @@ class Broadcaster:
         for subscriber in self.subscribers:
             subscriber.push(frame, offset)
         now = asyncio.get_running_loop().time()
-        if DIRECT:
-            for subscriber in self.subscribers:
-                if subscriber.buffer:
-                    subscriber.flush(now)  # type: ignore[attr-defined]  # no-op unless mode raw
+        for subscriber in self.subscribers:
+            if subscriber.buffer:
+                subscriber.flush(now)  # a no-op unless mode raw handed the subscriber its send
         return ident
 
     def subscribe(self) -> Subscriber:

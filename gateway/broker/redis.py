@@ -115,6 +115,12 @@ class RedisBroker:
     def __repr__(self) -> str:
         return f"RedisBroker({self._label!r}, prefix={self._prefix!r})"
 
+    @property
+    def client(self) -> RedisClient:
+        """The short-command client, for small single-key helpers that share this Redis (security's ticket
+        and limit store); the broker still owns and closes it."""
+        return self._client
+
     async def __aenter__(self) -> RedisBroker:
         return self
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,8 +23,11 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
+    Update,
+    bindparam,
     delete,
     func,
     insert,
@@ -86,22 +90,43 @@ async def record_changes(
 
 async def pending(connection: AsyncConnection, table: Table, stream: str, limit: int) -> list[Record]:
     """The oldest unpublished changes of `stream`, in outbox order."""
-    rows = await connection.execute(
-        select(table.c.id, table.c.change, table.c.before, table.c.committed_at)
-        .where(table.c.stream == stream, table.c.published_at.is_(None))
-        .order_by(table.c.id)
-        .limit(limit)
-    )
+    rows = await connection.execute(_pending_query(table), {"stream": stream, "limit": limit})
     return [Record(row.id, bytes(row.change), _bytes(row.before), row.committed_at) for row in rows]
 
 
 async def mark_published(connection: AsyncConnection, table: Table, outbox_ids: Sequence[int]) -> None:
     if outbox_ids:
-        await connection.execute(
-            update(table)
-            .where(table.c.id.in_(outbox_ids), table.c.published_at.is_(None))
-            .values(published_at=time.time())
+        await connection.execute(_mark_query(table), {"ids": list(outbox_ids), "now": time.time()})
+
+
+# The relay runs these two for every batch. Built once per table and kept in its `info` (not in a global
+# cache), they cost no SQL construction per batch: building `id IN (...)` with one bound parameter per id
+# took a fifth of the relay's time.
+
+
+def _pending_query(table: Table) -> Select[Any]:
+    query: Select[Any] | None = table.info.get("gateway_pending")
+    if query is None:
+        built: Select[Any] = (
+            select(table.c.id, table.c.change, table.c.before, table.c.committed_at)
+            .where(table.c.stream == bindparam("stream"), table.c.published_at.is_(None))
+            .order_by(table.c.id)
+            .limit(bindparam("limit", type_=Integer))
         )
+        query = table.info["gateway_pending"] = built
+    return query
+
+
+def _mark_query(table: Table) -> Update:
+    query: Update | None = table.info.get("gateway_mark_published")
+    if query is None:
+        query = (
+            update(table)
+            .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.published_at.is_(None))
+            .values(published_at=bindparam("now", type_=Double))
+        )
+        table.info["gateway_mark_published"] = query
+    return query
 
 
 async def backlog(connection: AsyncConnection, table: Table) -> int:

@@ -8,7 +8,8 @@ cannot be sure whether its last append landed (a broker timeout, a crash, a fail
 make publishing idempotent: nothing committed is lost, nothing is appended twice.
 
 Latency: a write wakes the relay in its own process directly and the others through the broker's wake-up
-channel; a slow poll covers wake-ups lost while a connection was down.
+channel (sent from a task of the relay: a write never waits for the broker); a slow poll covers wake-ups lost
+while a connection was down.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.broker.base import Broker, BrokerError, Lease, LeaseLost
 from gateway.changes.outbox import backlog, delete_published, mark_published, pending
-from gateway.database import read_transaction, write_transaction
+from gateway.database import is_sqlite, read_transaction, write_transaction
 from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.relay")
@@ -43,6 +44,58 @@ class RelaySettings:
     outbox_retention: float = 3600.0
     stream_max_age: float | None = None
     maintenance_interval: float = 10.0
+
+
+class _PublishConnection:
+    """The connection of the publish loop's own statements (read the pending rows, mark them published),
+    each of which is atomic on its own.
+
+    On PostgreSQL it is one pooled connection kept in autocommit mode: taking one from the pool for each
+    statement costs a pre-ping (three round trips with SQLAlchemy's asyncpg adapter) and a transaction two
+    more, and those round trips sat between every commit and its change reaching the stream. After an
+    error the connection is dropped and the next statement takes a fresh one. SQLite, a local file with no
+    round trips, keeps its usual transactions.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+
+    @contextlib.asynccontextmanager
+    async def statement(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        if is_sqlite(self._engine):
+            transaction = write_transaction if write else read_transaction
+            async with transaction(self._engine) as connection:
+                yield connection
+            return
+        async with self._lock, self._held() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _held(self) -> AsyncIterator[AsyncConnection]:
+        if self._connection is None:
+            connection = await self._engine.connect()
+            try:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
+        try:
+            yield self._connection
+            await self._connection.commit()  # a no-op for the database: ends SQLAlchemy's autobegin
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Drop the connection (invalidated: a cancelled statement may have left it mid-reply)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await connection.invalidate()
+            await connection.close()
 
 
 class Relay:
@@ -68,7 +121,10 @@ class Relay:
         self._leases: dict[str, Lease] = {}
         self._unsure: set[str] = set()  # streams whose last append may or may not have landed
         self._wakeup = asyncio.Event()
+        self._to_notify: set[str] = set()  # streams whose lease holder elsewhere is to be woken
+        self._notify_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._connection = _PublishConnection(engine)
 
     @property
     def leases(self) -> frozenset[str]:
@@ -79,6 +135,7 @@ class Relay:
             asyncio.create_task(self._lease_loop(), name="relay-leases"),
             asyncio.create_task(self._publish_loop(), name="relay-publish"),
             asyncio.create_task(self._listen_loop(), name="relay-listen"),
+            asyncio.create_task(self._notify_loop(), name="relay-notify"),
             asyncio.create_task(self._maintenance_loop(), name="relay-maintenance"),
         ]
 
@@ -88,6 +145,7 @@ class Relay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._connection.aclose()
         for lease in list(self._leases.values()):
             try:
                 await self._broker.release_lease(lease)
@@ -97,11 +155,12 @@ class Relay:
         self._metrics.relay_leases.set(0)
 
     async def committed(self, stream: str) -> None:
-        """Called after a write committed changes to `stream`'s outbox."""
+        """Called after a write committed changes to `stream`'s outbox. Never waits for the broker: the
+        write has committed, and its reply must not wait out the broker's retries while Redis is down."""
         self._wakeup.set()
         if stream not in self._leases:
-            with contextlib.suppress(BrokerError):  # the lease holder's poll will find the rows
-                await self._broker.notify(stream)
+            self._to_notify.add(stream)
+            self._notify_wakeup.set()
 
     async def publish_pending(self, stream: str) -> int:
         """Publish every pending row of `stream` now, if this relay holds its lease; returns how many."""
@@ -112,7 +171,7 @@ class Relay:
         while True:
             if stream in self._unsure:
                 await self._reconcile(stream)
-            async with read_transaction(self._engine) as connection:
+            async with self._connection.statement(write=False) as connection:
                 records = await pending(connection, self._outbox, stream, self._settings.batch)
             if not records:
                 return published
@@ -127,7 +186,7 @@ class Relay:
                 self._metrics.publish_errors.labels(stream).inc()
                 raise
             self._unsure.add(stream)
-            async with write_transaction(self._engine) as connection:
+            async with self._connection.statement(write=True) as connection:
                 await mark_published(connection, self._outbox, [r.outbox_id for r in records])
             self._unsure.discard(stream)
             now = time.time()
@@ -141,7 +200,7 @@ class Relay:
     async def _reconcile(self, stream: str) -> None:
         """Mark as published whatever of the outbox is already at the stream's tail."""
         entries = await self._broker.tail(stream, 2 * self._settings.batch)
-        async with write_transaction(self._engine) as connection:
+        async with self._connection.statement(write=True) as connection:
             await mark_published(connection, self._outbox, [entry.outbox_id for entry in entries])
         self._unsure.discard(stream)
 
@@ -193,6 +252,17 @@ class Relay:
                 if failures == 1 or failures % 30 == 0:
                     log.warning("relay cannot publish yet (attempt %d): %s", failures, exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+
+    async def _notify_loop(self) -> None:
+        """Wake the lease holders of streams written here; the writes that commit while one notification
+        is on its way share the next one."""
+        while True:
+            await self._notify_wakeup.wait()
+            self._notify_wakeup.clear()
+            streams, self._to_notify = self._to_notify, set()
+            for stream in streams:
+                with contextlib.suppress(BrokerError):  # the lease holder's poll will find the rows
+                    await self._broker.notify(stream)
 
     async def _listen_loop(self) -> None:
         while True:

@@ -8,6 +8,7 @@ each change its `before` row and serialises concurrent writers of one row, so th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from gateway.changes import change as changes
 from gateway.changes.change import Change
 from gateway.changes.outbox import record_changes
 from gateway.database import write_transaction
-from gateway.filters import Where, where_clause
+from gateway.filters import And, Where, where_clause
 from gateway.models.definition import ModelDef
 from gateway.models.rows import to_json_row
 from gateway.models.tables import EXTRA_COLUMN
@@ -56,6 +57,16 @@ class ModelWrites:
         self.engine = engine
         self._committed = committed
         self._id_column = table.c[model.id_name]
+        self._scope: Where | None = None
+
+    def scoped(self, scope: Where | None) -> ModelWrites:
+        """These writes limited to the rows matching `scope` (a principal's `$owner` scope): rows outside it
+        are treated as missing, checked inside each write's transaction."""
+        if scope is None:
+            return self
+        scoped = copy.copy(self)
+        scoped._scope = scope if self._scope is None else And((self._scope, scope))
+        return scoped
 
     async def create(self, bodies: Sequence[Mapping[str, Any]]) -> list[Row]:
         """Create one row per body, all or none."""
@@ -118,7 +129,7 @@ class ModelWrites:
         patch = build_values(self.model, body, base={}, allow_id=False)
         async with self._transaction() as tx:
             query = select(self.table).with_for_update().order_by(self._id_column)
-            if where is not None:
+            if where is not None or self._scope is not None:
                 query = query.where(self._where(where))
             befores = {
                 r._mapping[self.model.id_name]: dict(r._mapping) for r in await tx.connection.execute(query)
@@ -134,9 +145,10 @@ class ModelWrites:
 
     async def delete_by_id(self, id_value: Any) -> int:
         async with self._transaction() as tx:
-            result = await tx.connection.execute(
-                delete(self.table).where(self._id_column == id_value).returning(*self.table.c)
-            )
+            query = delete(self.table).where(self._id_column == id_value)
+            if self._scope is not None:
+                query = query.where(self._where(None))
+            result = await tx.connection.execute(query.returning(*self.table.c))
             deleted = result.first()
             if deleted is not None:
                 tx.changes.append(changes.removed(self.model, to_json_row(self.model, deleted._mapping)))
@@ -147,11 +159,17 @@ class ModelWrites:
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    def _where(self, where: Where) -> Any:
+    def _where(self, where: Where | None) -> Any:
+        """SQL for `where` within this writer's scope (`where` None: the scope itself; never both None)."""
+        if self._scope is not None:
+            where = self._scope if where is None else And((where, self._scope))
+        assert where is not None
         return where_clause(where, self.table, self.engine.dialect.name)
 
     async def _fetch_for_update(self, connection: AsyncConnection, id_value: Any) -> Row | None:
         query = select(self.table).where(self._id_column == id_value).with_for_update()
+        if self._scope is not None:
+            query = query.where(self._where(None))
         found = (await connection.execute(query)).first()
         return None if found is None else dict(found._mapping)
 

@@ -7,9 +7,11 @@ including that an `id:`-only frame moves the last event id without dispatching a
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+COMMENTS_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,7 @@ class SSEParser:
         self._id_buffer = ""
         self.last_event_id = ""
         self.retry: int | None = None
-        self.comments: list[str] = []
+        self.comments: deque[str] = deque(maxlen=COMMENTS_KEPT)  # a follower lives for days: keep the last
         self._skip_lf = False
         self._first = True
 

@@ -9,18 +9,24 @@ bookmark, instead of a timer per connection.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.broker.base import Broker
+from gateway.broker.position import offset_key
 from gateway.fanout.group import Group, GroupKey
 from gateway.fanout.reader import StreamReader
 from gateway.fanout.subscriber import State, Subscriber
 from gateway.fanout.view import Predicate
 from gateway.models.definition import ModelDef
 from gateway.ops.metrics import Metrics
-from gateway.sse.frames import PING, bookmark_frame
+from gateway.sse.frames import PING, bookmark_frame, control_frame
+
+EXPIRED = {"reason": "token-expired"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,11 @@ class Hub:
         self._readers: dict[str, StreamReader] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.count = 0
+        # Streams whose credentials expire: (loop time, tie-breaker, subscriber, frame to send first or None
+        # to close). A heap, so the ticker's cost is nil until one is due; entries of streams that ended
+        # earlier are skipped when they come up.
+        self._expiries: list[tuple[float, int, Subscriber, bytes | None]] = []
+        self._sequence = itertools.count()
 
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick(), name="hub-ticker")
@@ -81,8 +92,12 @@ class Hub:
         fields: tuple[str, ...] | None,
         *,
         replaying: bool,
+        expires_at: float | None = None,
     ) -> Subscription:
-        """Register the current task's connection; raises BrokerError if the stream cannot be read."""
+        """Register the current task's connection; raises BrokerError if the stream cannot be read.
+
+        With `expires_at` (Unix time: the credentials' expiry), the stream is ended then, after an
+        `event: error` frame with `{"reason": "token-expired"}`."""
         reader = await self._reader(model)
         group = reader.group(key, predicate_factory, fields)
         subscriber = Subscriber(
@@ -94,6 +109,10 @@ class Hub:
         subscriber.last_offset = reader.cursor
         subscriber.last_write = asyncio.get_running_loop().time()
         group.subscribers[subscriber] = None
+        if expires_at is not None:
+            due = asyncio.get_running_loop().time() + (expires_at - time.time())
+            frame = control_frame(key[0], "error", None, EXPIRED)
+            heapq.heappush(self._expiries, (due, next(self._sequence), subscriber, frame))
         self.count += 1
         self._metrics.connections.labels(model.stream).inc()
         self._metrics.connections_opened.labels(model.stream).inc()
@@ -135,6 +154,23 @@ class Hub:
         for subscriber in self.subscribers():
             loop.call_later(random.uniform(0, window), subscriber.close, reason)
 
+    def _expire(self, now: float) -> None:
+        """End streams whose credentials expired: first the error frame (written at once, or by the
+        connection before the next tick), then, one tick later, the close."""
+        expiries = self._expiries
+        told = []
+        while expiries and expiries[0][0] <= now:
+            _, _, subscriber, frame = heapq.heappop(expiries)
+            if subscriber.state is State.CLOSED:
+                continue
+            if frame is not None and subscriber.state is State.LIVE:
+                subscriber.push_control(frame)
+                told.append(subscriber)
+            else:
+                subscriber.close("expired")
+        for subscriber in told:
+            heapq.heappush(expiries, (now, next(self._sequence), subscriber, None))
+
     async def _tick(self) -> None:
         settings = self._settings
         interval = min(1.0, settings.heartbeat / 2, settings.bookmark_interval / 2)
@@ -142,16 +178,22 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
+            if self._expiries and self._expiries[0][0] <= now:
+                self._expire(now)
             for reader in self._readers.values():
                 cursor = reader.cursor
+                cursor_key = offset_key(cursor)
                 for group in reader.groups.values():
                     bookmark: bytes | None = None
                     for subscriber in group.subscribers:
-                        if subscriber.state is not State.LIVE or subscriber.buffer or subscriber.skip_until:
+                        if subscriber.state is not State.LIVE or subscriber.buffer:
                             continue
+                        if subscriber.skip_until is not None and cursor_key > subscriber.skip_until:
+                            subscriber.skip_until = None  # the reader has passed what the replay sent
                         idle = now - subscriber.last_write
                         if (
                             group.filtered
+                            and subscriber.skip_until is None  # else the cursor is behind what was sent
                             and subscriber.last_offset != cursor
                             and idle >= settings.bookmark_interval
                         ):

@@ -18,9 +18,8 @@ from typing import Any, Final, TypeAlias
 from gateway.filters.ast import And, Condition, Filter, FilterError, Op, Or, OrderBy, Regexp, Where
 from gateway.filters.querystring import NOT_AN_OBJECT
 from gateway.models.definition import ModelDef, PropertyDef, PropertyType
-from gateway.models.rows import parse_date
+from gateway.models.rows import MAX_SAFE_INTEGER, parse_date
 
-MAX_SAFE_INTEGER: Final = 2**53 - 1
 _ID_RANGE: Final = (-(2**63), 2**63 - 1)
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")

@@ -178,40 +178,60 @@ class _Like:
 
     The pattern is split at `%` into fixed-length segments: the first must match at the start, the last at
     the end, and each middle one is found leftmost after the previous, which is optimal for wildcards.
+    Segments without `_` are plain text and use `str` methods; the others a small regex.
     """
 
     __slots__ = ("_exact", "_head", "_head_length", "_middle", "_tail", "_tail_length")
 
     def __init__(self, pattern: str) -> None:
-        segments: list[list[str]] = [[]]
+        segments: list[list[str | None]] = [[]]  # characters; None stands for `_`
         index = 0
         while index < len(pattern):
             char = pattern[index]
             if char == "\\":
-                segments[-1].append(re.escape(pattern[index + 1]))
+                segments[-1].append(pattern[index + 1])
                 index += 2
                 continue
             if char == "%":
                 segments.append([])
             else:
-                segments[-1].append("." if char == "_" else re.escape(char))
+                segments[-1].append(None if char == "_" else char)
             index += 1
-        compiled = [re.compile("".join(segment), re.DOTALL) for segment in segments]
+        compiled = [_segment(chars) for chars in segments]
         self._exact = compiled[0] if len(segments) == 1 else None
         self._head, self._head_length = compiled[0], len(segments[0])
         self._tail, self._tail_length = compiled[-1], len(segments[-1])
-        self._middle = tuple(c for c, s in zip(compiled[1:-1], segments[1:-1], strict=True) if s)
+        self._middle = tuple(c for c, chars in zip(compiled[1:-1], segments[1:-1], strict=True) if chars)
 
     def __call__(self, text: str) -> bool:
-        if self._exact is not None:
-            return self._exact.fullmatch(text) is not None
+        exact = self._exact
+        if exact is not None:
+            return text == exact if isinstance(exact, str) else exact.fullmatch(text) is not None
         end = len(text) - self._tail_length
-        if end < self._head_length or self._head.match(text) is None or self._tail.match(text, end) is None:
+        if end < self._head_length:
+            return False
+        head, tail = self._head, self._tail
+        if not (text.startswith(head) if isinstance(head, str) else head.match(text) is not None):
+            return False
+        if not (text.endswith(tail) if isinstance(tail, str) else tail.match(text, end) is not None):
             return False
         position = self._head_length
         for segment in self._middle:
-            found = segment.search(text, position, end)
-            if found is None:
-                return False
-            position = found.end()
+            if isinstance(segment, str):
+                found = text.find(segment, position, end)
+                if found < 0:
+                    return False
+                position = found + len(segment)
+            else:
+                match = segment.search(text, position, end)
+                if match is None:
+                    return False
+                position = match.end()
         return True
+
+
+def _segment(chars: list[str | None]) -> str | re.Pattern[str]:
+    """Plain text, or a regex where `_` (None) matches any one character."""
+    if None not in chars:
+        return "".join(c for c in chars if c is not None)
+    return re.compile("".join("." if c is None else re.escape(c) for c in chars), re.DOTALL)

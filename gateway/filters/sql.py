@@ -8,8 +8,7 @@ What it takes to make the three agree:
 - LIKE escapes with `\\` everywhere and is case-sensitive (`PRAGMA case_sensitive_like=ON` on SQLite).
 - ILIKE lowercases like Python's `str.lower`: PostgreSQL's native ILIKE, and on SQLite (whose `lower()` only
   knows ASCII) the `gateway_lower` function that `gateway.database` registers.
-  Limitation: PostgreSQL lowercases per character with the database's LC_CTYPE, so `İ` (U+0130) and a final
-  `Σ` (which Python lowercases to `i̇` and `ς`) can make `ilike` differ between PostgreSQL and Python.
+  Limitation: PostgreSQL lowercases `İ` and a word-final `Σ` unlike Python, so `ilike` on them may disagree.
 - REGEXP: PostgreSQL `~`/`~*` (its ARE dialect), SQLite SQLAlchemy's Python `re.search` function.
   Limitation: patterns beyond the syntax both share (literals, `.`, classes, `^ $ * + ? | ()`, `{m,n}`)
   may match differently on PostgreSQL than in Python (`\\b` is a backspace there, for one).
@@ -96,7 +95,7 @@ def _condition(condition: Condition, table: Table, dialect_name: str) -> ColumnE
         return or_(column.is_(None), not_(_ilike(column, value, dialect_name)))
     assert isinstance(value, Regexp)
     if dialect_name == "postgresql":
-        return column.regexp_match(value.pattern, flags=None)
+        return column.regexp_match(value.pattern, flags="i" if value.ignore_case else None)
     # SQLAlchemy's SQLite REGEXP ignores flags; Python's inline flag does the same job.
     return column.regexp_match(("(?i)" if value.ignore_case else "") + value.pattern)
 

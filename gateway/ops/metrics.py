@@ -2,13 +2,30 @@
 
 Hot-path counters are incremented once per batch (an event fanned out to N subscribers adds N in one call),
 never once per connection, because each `inc()` takes a lock.
+
+Under gunicorn one instance is several worker processes behind one port, and a scrape reaches whichever
+worker accepts it. So `deploy/gunicorn.conf.py` turns on prometheus_client's multiprocess mode, the standard
+answer: with `PROMETHEUS_MULTIPROC_DIR` set before the workers import prometheus_client, every value lives in
+a per-process file in that directory, and `/metrics` on any worker adds up the files of all of them. Counters
+of a worker that exited stay counted (the instance's totals never go backwards while it runs); gauges say
+how to combine workers (`multiprocess_mode`) and forget dead workers (gunicorn's `child_exit` hook calls
+`mark_process_dead`). Without the variable (`gateway serve`, tests) each app reports its own registry.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The directory shared by the workers of this instance, when metrics are aggregated across them."""
+    return os.environ.get(MULTIPROCESS_ENV) or None
 
 
 class Metrics:
@@ -16,6 +33,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir()
         r = self.registry
         self.published = Counter(
             "gateway_events_published", "Changes appended to a stream by this relay", ["model"], registry=r
@@ -33,13 +51,23 @@ class Metrics:
             registry=r,
         )
         self.outbox_backlog = Gauge(
-            "gateway_outbox_backlog", "Committed changes not yet published to the broker", registry=r
+            "gateway_outbox_backlog",
+            "Committed changes not yet published to the broker",
+            registry=r,
+            multiprocess_mode="livemostrecent",  # every worker counts the same table
         )
         self.relay_leases = Gauge(
-            "gateway_relay_leases", "Streams whose relay lease this worker holds", registry=r
+            "gateway_relay_leases",
+            "Streams whose relay lease this instance holds",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections = Gauge(
-            "gateway_stream_connections", "Open change-stream connections", ["model"], registry=r
+            "gateway_stream_connections",
+            "Open change-stream connections",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections_opened = Counter(
             "gateway_stream_connections_opened", "Change-stream connections accepted", ["model"], registry=r
@@ -67,6 +95,7 @@ class Metrics:
             "Age of the newest entry the stream reader handled",
             ["model"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.deliver_latency = Histogram(
             "gateway_publish_to_deliver_seconds",
@@ -74,7 +103,34 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.draining = Gauge("gateway_draining", "1 while the worker drains for shutdown", registry=r)
+        self.draining = Gauge(
+            "gateway_draining",
+            "1 while the worker drains for shutdown",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.http_requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests answered (a change stream counts when it ends)",
+            ["kind", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time to answer a request that is not a change stream",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    @property
+    def multiprocess(self) -> bool:
+        return self._multiprocess_dir is not None
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition: of every worker of this instance in multiprocess mode, else of this app."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -88,6 +89,19 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(
         LoopBackError(exc.status_code, str(exc.detail), name=name), head=request.method == "HEAD"
     )
+
+
+INVALID_REGULAR_EXPRESSION = "2201B"
+"""PostgreSQL's SQLSTATE for a pattern its regex dialect rejects, though Python's `re` (which validated the
+filter) accepted it."""
+
+
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) == INVALID_REGULAR_EXPRESSION:
+        error = LoopBackError(400, "The regexp is not supported by the database's regular expressions")
+        return error_response(error, head=request.method == "HEAD")
+    return await server_error_handler(request, exc)
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ them (see `gateway.rest.openapi`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -16,12 +17,16 @@ from fastapi import APIRouter, Request, Response
 from gateway.broker.base import Broker, BrokerError
 from gateway.broker.position import Position
 from gateway.changes.writes import ModelWrites
-from gateway.filters import Filter, argument, parse_fields, parse_filter, parse_where
+from gateway.filters import And, Condition, Filter, Op, argument, parse_fields, parse_filter, parse_where
 from gateway.models.definition import ModelDef
-from gateway.models.validation import parse_id
+from gateway.models.validation import InvalidInstance, parse_id
 from gateway.rest import openapi
 from gateway.rest.errors import JSON_TYPE, LoopBackError, not_found
 from gateway.rest.reads import ModelReads
+from gateway.security import OPEN, Access
+
+AccessCheck = Callable[[Request, ModelDef, str], Awaitable[Access]]
+"""Authorises a LoopBack method (`"find"`, `"create"`, ...) for a request: `Security.access`."""
 
 POSITION_HEADER = "X-Change-Stream-Position"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -52,11 +57,38 @@ async def read_object(request: Request) -> dict[str, Any]:
 class ModelApi:
     """Everything the routes of one model need."""
 
-    def __init__(self, model: ModelDef, reads: ModelReads, writes: ModelWrites, broker: Broker) -> None:
+    def __init__(
+        self,
+        model: ModelDef,
+        reads: ModelReads,
+        writes: ModelWrites,
+        broker: Broker,
+        access: AccessCheck | None = None,
+    ) -> None:
         self.model = model
         self.reads = reads
         self.writes = writes
         self.broker = broker
+        self._access = access
+
+    async def access(self, request: Request, method: str) -> Access:
+        """Authorise `method` before anything of the request is parsed (401/403/429 are raised)."""
+        return OPEN if self._access is None else await self._access(request, self.model, method)
+
+    async def find_by_id(self, access: Access, id_value: Any, fields: tuple[str, ...] | None) -> Any | None:
+        """The row, if it is within the request's scope."""
+        if access.scope is None:
+            return await self.reads.find_by_id(id_value, fields)
+        where = And((Condition(self.model.id_name, Op.EQ, id_value), access.scope))
+        rows = await self.reads.find(Filter(where, (), 1, 0, fields))
+        return rows[0] if rows else None
+
+    async def exists(self, access: Access, id_value: Any | None) -> bool:
+        if id_value is None:
+            return False
+        if access.scope is None:
+            return await self.reads.exists(id_value)
+        return await self.reads.count(And((Condition(self.model.id_name, Op.EQ, id_value), access.scope))) > 0
 
     def query_argument(self, request: Request, name: str) -> Any:
         return argument(request.query_params.multi_items(), name)
@@ -86,24 +118,29 @@ def model_router(api: ModelApi) -> APIRouter:
         "", openapi_extra=docs.body(array=True), responses=docs.reply(array_or_one=True), summary="create"
     )
     async def create(request: Request) -> Response:
+        access = await api.access(request, "create")
         body = await read_body(request)
         if isinstance(body, list):
             if not all(isinstance(item, dict) for item in body):
                 raise LoopBackError(400, "Each element of the request body must be a JSON object")
-            return json_response(await api.writes.create(body))
+            return json_response(await api.writes.create([access.row(item) for item in body]))
         if not isinstance(body, dict):
             raise LoopBackError(400, "The request body must be a JSON object or an array of objects")
-        return json_response((await api.writes.create([body]))[0])
+        return json_response((await api.writes.create([access.row(body)]))[0])
 
     async def upsert(request: Request, replace: bool) -> Response:
-        body = await read_object(request)
+        access = await api.access(request, "replaceOrCreate" if replace else "patchOrCreate")
+        writes = api.writes.scoped(access.scope)
+        body = access.row(await read_object(request))
         raw_id = body.get(model.id_name)
         id_value = None if raw_id is None else parse_id(model, raw_id)
         if raw_id is not None and id_value is None:
-            id_value = raw_id  # build_values reports the wrong type
+            problem = InvalidInstance(model.name)
+            problem.add(model.id_name, "type", f"is not a valid {model.id_property.type.value}", raw_id)
+            raise problem
         if replace:
-            return json_response(await api.writes.replace_or_create(body, id_value))
-        return json_response(await api.writes.patch_or_create(body, id_value))
+            return json_response(await writes.replace_or_create(body, id_value))
+        return json_response(await writes.patch_or_create(body, id_value))
 
     @router.patch("", openapi_extra=docs.body(), responses=docs.reply(), summary="patchOrCreate")
     async def patch_or_create(request: Request) -> Response:
@@ -126,20 +163,23 @@ def model_router(api: ModelApi) -> APIRouter:
         summary="upsertWithWhere",
     )
     async def upsert_with_where(request: Request) -> Response:
+        access = await api.access(request, "upsertWithWhere")
         where = parse_where(model, api.query_argument(request, "where"))
         if where is None:
             raise LoopBackError(400, "The where argument is required")
-        return json_response(await api.writes.upsert_with_where(where, await read_object(request)))
+        body = access.row(await read_object(request))
+        return json_response(await api.writes.scoped(access.scope).upsert_with_where(where, body))
 
     @router.get("/count", openapi_extra=docs.params("where"), responses=docs.count(), summary="count")
     async def count(request: Request) -> Response:
-        where = parse_where(model, api.query_argument(request, "where"))
+        access = await api.access(request, "count")
+        where = access.where(parse_where(model, api.query_argument(request, "where")))
         headers = await api.position_header()
         return json_response({"count": await api.reads.count(where)}, headers=headers)
 
     @router.get("/findOne", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findOne")
     async def find_one(request: Request) -> Response:
-        flt = api.filter(request)
+        flt = (await api.access(request, "findOne")).filter(api.filter(request))
         headers = await api.position_header()
         rows = await api.reads.find(Filter(flt.where, flt.order, 1, flt.skip, flt.fields))
         if not rows:
@@ -148,46 +188,49 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.post("/update", openapi_extra=docs.body(where=True), responses=docs.count(), summary="updateAll")
     async def update_all(request: Request) -> Response:
+        access = await api.access(request, "updateAll")
         raw_where = api.query_argument(request, "where")
         if raw_where is None:
             raise LoopBackError(400, "The where argument is required; use where={} to update every row")
         where = parse_where(model, raw_where)
-        body = await read_object(request)
-        return json_response({"count": await api.writes.update_all(where, body)})
+        body = access.patch(await read_object(request))
+        return json_response({"count": await api.writes.scoped(access.scope).update_all(where, body)})
 
     @router.get("", openapi_extra=docs.params("filter"), responses=docs.reply(array=True), summary="find")
     async def find(request: Request) -> Response:
-        flt = api.filter(request)
+        flt = (await api.access(request, "find")).filter(api.filter(request))
         headers = await api.position_header()
         return json_response(await api.reads.find(flt), headers=headers)
 
     @router.get("/{id}/exists", responses=docs.exists(), summary="exists")
-    async def exists(id: str) -> Response:
-        id_value = api.id_or_none(id)
-        return json_response({"exists": id_value is not None and await api.reads.exists(id_value)})
+    async def exists(request: Request, id: str) -> Response:
+        access = await api.access(request, "exists")
+        return json_response({"exists": await api.exists(access, api.id_or_none(id))})
 
     @router.head("/{id}", summary="exists (HEAD)")
-    async def exists_head(id: str) -> Response:
-        id_value = api.id_or_none(id)
-        if id_value is None or not await api.reads.exists(id_value):
+    async def exists_head(request: Request, id: str) -> Response:
+        access = await api.access(request, "exists")
+        if not await api.exists(access, api.id_or_none(id)):
             raise not_found(model.name, id)
         return Response(b"", media_type=JSON_TYPE, headers={"Content-Length": str(len(b'{"exists":true}'))})
 
     @router.get("/{id}", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findById")
     async def find_by_id(request: Request, id: str) -> Response:
+        access = await api.access(request, "findById")
         id_value = api.id_or_none(id)
         fields = parse_fields(model, (api.query_argument(request, "filter") or {}).get("fields"))
-        row = None if id_value is None else await api.reads.find_by_id(id_value, fields)
+        row = None if id_value is None else await api.find_by_id(access, id_value, fields)
         if row is None:
             raise not_found(model.name, id)
         return json_response(row)
 
     async def replace_by_id(request: Request, id: str) -> Response:
-        body = await read_object(request)
+        access = await api.access(request, "replaceById")
+        body = access.row(await read_object(request))
         id_value = api.id_or_none(id)
         if id_value is None:
             raise LoopBackError(404, f"Could not replace. Object with id {id} does not exist!")
-        return json_response(await api.writes.replace_by_id(id_value, body))
+        return json_response(await api.writes.scoped(access.scope).replace_by_id(id_value, body))
 
     router.add_api_route(
         "/{id}",
@@ -208,16 +251,19 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.patch("/{id}", openapi_extra=docs.body(), responses=docs.reply(), summary="patchAttributes")
     async def patch_attributes(request: Request, id: str) -> Response:
-        body = await read_object(request)
+        access = await api.access(request, "patchAttributes")
+        body = access.patch(await read_object(request))
         id_value = api.id_or_none(id)
         if id_value is None:
             raise LoopBackError(404, f"could not find a model with id {id}", code="MODEL_NOT_FOUND")
-        return json_response(await api.writes.patch_by_id(id_value, body))
+        return json_response(await api.writes.scoped(access.scope).patch_by_id(id_value, body))
 
     @router.delete("/{id}", responses=docs.count(), summary="deleteById")
-    async def delete_by_id(id: str) -> Response:
+    async def delete_by_id(request: Request, id: str) -> Response:
+        access = await api.access(request, "deleteById")
         id_value = api.id_or_none(id)
-        return json_response({"count": 0 if id_value is None else await api.writes.delete_by_id(id_value)})
+        writes = api.writes.scoped(access.scope)
+        return json_response({"count": 0 if id_value is None else await writes.delete_by_id(id_value)})
 
     return router
 

@@ -52,4 +52,3 @@ async def make_broker(backend: tuple[str, str] | None) -> AsyncIterator[BrokerFa
 @pytest.fixture
 def broker(make_broker: BrokerFactory) -> Broker:
     return make_broker()
-

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -266,8 +267,14 @@ async def test_an_append_retried_after_a_lost_reply_is_not_duplicated(
                 dropped.set()
                 return
 
+    handlers: list[asyncio.Task[Any]] = []
+    writers: list[asyncio.StreamWriter] = []
+
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        writers.append(client_writer)
         redis_reader, redis_writer = await asyncio.open_connection(server.host, server.port)
+        writers.append(redis_writer)
         tasks = [
             asyncio.create_task(pump(client_reader, redis_writer, upstream=True)),
             asyncio.create_task(pump(redis_reader, client_writer, upstream=False)),
@@ -296,5 +303,11 @@ async def test_an_append_retried_after_a_lost_reply_is_not_duplicated(
         assert [entry.outbox_id for entry in entries] == [1, 2, 3]
         assert offsets_of(entries) == first + second
     finally:
+        await broker.aclose()
+        for task in handlers:  # Server.close() leaves accepted connections open before Python 3.12
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in writers:
+            writer.close()
         proxy.close()
         await proxy.wait_closed()

@@ -45,4 +45,4 @@ def test_retry_and_comments() -> None:
     parser = SSEParser()
     parser.feed(b"retry: 2500\n:ok\n\nretry: soon\n: ping\n\n")
     assert parser.retry == 2500
-    assert parser.comments == ["ok", " ping"]
+    assert list(parser.comments) == ["ok", " ping"]

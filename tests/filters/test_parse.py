@@ -134,7 +134,8 @@ OPERATORS: list[tuple[str, Any, Condition]] = [
 def test_operators_and_coercion(prop: str, raw: Any, expected: Condition) -> None:
     where = parse_where(TODO, {prop: raw})
     assert where == expected
-    assert type(where.value) is type(expected.value)  # type: ignore[union-attr]
+    assert isinstance(where, Condition)
+    assert type(where.value) is type(expected.value)
 
 
 def test_string_id_and_string_id_operators() -> None:
@@ -443,13 +444,18 @@ def test_include(raw: Any, relation: str | None) -> None:
     assert str(caught.value) == f'Relation "{relation}" is not defined for Todo model'
 
 
-def test_errors_surface_from_every_part_of_the_filter() -> None:
-    with pytest.raises(FilterError, match='^The order "id UP" has invalid direction$'):
-        parse_filter(TODO, {"where": {"id": 1}, "order": "id UP"})
-    with pytest.raises(FilterError, match='^Property "x" is not defined for Todo model$'):
-        parse_filter(TODO, {"where": {"x": 1}})
-    with pytest.raises(FilterError, match="^The fields parameter 3 is not valid$"):
-        parse_filter(TODO, {"fields": 3})
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"where": {"id": 1}, "order": "id UP"}, 'The order "id UP" has invalid direction'),
+        ({"where": {"x": 1}}, 'Property "x" is not defined for Todo model'),
+        ({"fields": 3}, "The fields parameter 3 is not valid"),
+    ],
+)
+def test_errors_surface_from_every_part_of_the_filter(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(FilterError) as caught:
+        parse_filter(TODO, raw)
+    assert str(caught.value) == message
 
 
 def test_parsed_filters_are_hashable_for_caching() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import Table, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.database import create_engine, create_tables
@@ -89,6 +93,48 @@ async def test_order_nulls_and_code_points(engine: AsyncEngine) -> None:
     assert got == ORDERS
 
 
+@pytest.fixture
+async def icu_engine() -> AsyncIterator[AsyncEngine]:
+    """PostgreSQL whose default collation is ICU's root locale, where "a" < "B": code point order must then
+    come from the explicit COLLATE "C". (The shared fixtures' databases use C.UTF-8, which hides its absence.)"""
+    admin_url = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"gwtest_icu_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und' LOCALE 'C.UTF-8'"
+        )
+    finally:
+        await admin.close()
+    engine = create_engine(
+        admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
+    )
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def test_code_point_order_under_a_linguistic_default_collation(icu_engine: AsyncEngine) -> None:
+    async with icu_engine.connect() as connection:
+        assert (await connection.execute(text("SELECT 'a' < 'B'"))).scalar_one() is True  # linguistic order
+    table = await load(icu_engine, TODO, ROWS)
+    assert [
+        (raw, await ids(icu_engine, table, parse_filter(TODO, {"order": raw}))) for raw, _ in ORDERS
+    ] == ORDERS
+    async with icu_engine.connect() as connection:
+        for raw, expected in WHERE_CASES:
+            where = parse_where(TODO, raw)
+            if where is not None:
+                statement = select(table.c.id).where(where_clause(where, table, "postgresql"))
+                assert set((await connection.execute(statement)).scalars()) == expected, raw
+
+
 async def test_paging(engine: AsyncEngine) -> None:
     table = await load(engine, TODO, ROWS)
     assert await ids(engine, table, parse_filter(TODO, {"order": "priority", "limit": 3, "skip": 2})) == [
@@ -103,7 +149,7 @@ async def test_paging(engine: AsyncEngine) -> None:
     pages = [
         await ids(engine, table, Filter(order=(OrderBy("done"),), limit=2, skip=s)) for s in range(0, 9, 2)
     ]
-    assert sum(pages, []) == [5, 9, 1, 3, 6, 8, 2, 4, 7]
+    assert [row_id for page in pages for row_id in page] == [5, 9, 1, 3, 6, 8, 2, 4, 7]
 
 
 async def test_string_ids_order_and_like(engine: AsyncEngine) -> None:
@@ -178,7 +224,7 @@ async def test_loopback_find_examples(engine: AsyncEngine) -> None:
 def render(raw_filter: Any, dialect_name: str) -> str:
     table = build_tables(build_registry([TODO])).table(TODO)
     statement = apply_filter(select(table.c.id), parse_filter(TODO, raw_filter), table, dialect_name)
-    dialect = postgresql.dialect() if dialect_name == "postgresql" else sqlite.dialect()
+    dialect = PGDialect() if dialect_name == "postgresql" else SQLiteDialect()  # type: ignore[no-untyped-call]
     return str(statement.compile(dialect=dialect))
 
 
@@ -189,10 +235,10 @@ def test_rendered_sql_per_dialect() -> None:
         "order": "title DESC",
     }
     pg, lite = render(title, "postgresql"), render(title, "sqlite")
-    assert '(todo.title COLLATE "C") > %(param_1)s::VARCHAR AND' in pg
-    assert "todo.title ILIKE %(title_1)s::VARCHAR ESCAPE '\\'" in pg
-    assert "(todo.title IS NULL OR todo.title NOT LIKE %(title_2)s::VARCHAR ESCAPE '\\')" in pg
-    assert "todo.title ~* %(title_3)s::VARCHAR" in pg
+    assert '(todo.title COLLATE "C") > %(param_1)s AND' in pg
+    assert "todo.title ILIKE %(title_1)s ESCAPE '\\'" in pg
+    assert "(todo.title IS NULL OR todo.title NOT LIKE %(title_2)s ESCAPE '\\')" in pg
+    assert "todo.title ~* %(title_3)s" in pg
     assert 'ORDER BY todo.title COLLATE "C" DESC NULLS LAST, todo.id ASC' in pg
     assert "todo.title > ?" in lite
     assert "gateway_lower(todo.title) LIKE ? ESCAPE '\\'" in lite
@@ -205,6 +251,7 @@ def test_rendered_sql_per_dialect() -> None:
 def test_empty_lists_are_constants(dialect_name: str) -> None:
     nothing = render({"where": {"done": {"inq": []}}}, dialect_name)
     everything = render({"where": {"done": {"nin": []}}}, dialect_name)
-    assert " IN " not in nothing and " IN " not in everything
+    assert " IN " not in nothing
+    assert " IN " not in everything
     assert "WHERE false" in nothing or "WHERE 0" in nothing
     assert "WHERE" not in everything or "WHERE true" in everything or "WHERE 1" in everything

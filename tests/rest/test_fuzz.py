@@ -40,7 +40,7 @@ def test_no_request_causes_a_server_error(gateway: GatewayProcess, operation: st
     strategy = OPERATIONS[operation].as_strategy()
 
     @given(data=st.data())
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(data: st.DataObject) -> None:
         case = data.draw(strategy)
         response = case.call(base_url=gateway.url, timeout=10)

@@ -236,8 +236,12 @@ async def test_unusable_positions_get_a_reset_then_live(
     gateway: tuple[httpx.AsyncClient, GatewayApp], make_position: Any, reason: str
 ) -> None:
     client, _ = gateway
+    empty = (await client.get("/api/Todos")).headers["x-change-stream-position"]
     await client.post("/api/Todos", json={"title": "old"})
-    position = (await client.get("/api/Todos")).headers["x-change-stream-position"]
+    position = empty
+    async with asyncio.timeout(5):
+        while position == empty:  # until "old" is in the stream, so it cannot arrive live later
+            position = (await client.get("/api/Todos")).headers["x-change-stream-position"]
     async with open_stream(client, STREAM, headers={"last-event-id": make_position(position)}) as stream:
         await stream.read_until(lambda s: any(e.event == "reset" for e in s.events))
         reset = stream.events[0]
@@ -270,3 +274,29 @@ async def test_dropped_connections_free_everything(gateway: tuple[httpx.AsyncCli
     metrics = (await client.get("/metrics")).text
     assert 'gateway_stream_connections{model="Todo"} 0.0' in metrics
     assert 'gateway_stream_connections_opened_total{model="Todo"} 2000.0' in metrics
+
+
+async def test_unfiltered_streams_share_the_stored_bytes(
+    gateway: tuple[httpx.AsyncClient, GatewayApp],
+) -> None:
+    """Without `where` or `fields`, a group sends the change JSON as stored: no decode, no re-encode."""
+    client, app = gateway
+    async with (
+        open_stream(client, STREAM) as plain,
+        open_stream(client, STREAM + "?options[fields][0]=title") as projected,
+    ):
+        for stream in (plain, projected):
+            await stream.read_until(lambda s: s.parser.last_event_id != "")
+        groups = list(app.gateway.hub.readers["Todo"].groups.values())
+        assert sorted(group.filtered for group in groups) == [False, True]
+
+
+async def test_resumed_streams_get_heartbeats_too(gateway: tuple[httpx.AsyncClient, GatewayApp]) -> None:
+    client, _ = gateway
+    position = (await client.get("/api/Todos")).headers["x-change-stream-position"]
+    await client.post("/api/Todos", json={"title": "missed"})
+    headers = {"last-event-id": position}
+    async with open_stream(
+        client, STREAM, params={"options": '{"where":{"done":true}}'}, headers=headers
+    ) as stream:
+        await stream.read_until(lambda s: " ping" in s.parser.comments, timeout=5)

@@ -1,0 +1,193 @@
+"""One log line per request, and for a change stream one when it opens and one when it closes, each with a
+correlation id.
+
+The id is the request's `X-Request-ID` when it has a sane one (the load balancer sets it, so its access log
+and ours share it) or a fresh one, and it is echoed back in the response's `X-Request-ID`.
+
+This is a pure ASGI middleware, not Starlette's `BaseHTTPMiddleware`: that one runs the endpoint in another
+task and pipes every body chunk through a memory stream, which costs a task switch per write and breaks
+disconnect detection on endless responses. Here a stream is touched twice: when its response starts (the
+open line) and when the app returns (the close line, with the duration and why it ended). In between, the
+`send` passed down hands body messages straight to the server's `send` (a plain call that returns the
+server's own awaitable, no extra coroutine frame), so a delivery costs one function call more.
+
+Credentials never reach the log: no header is logged, and query parameters whose names look secret
+(`access_token`, `ticket`, ...) have their values replaced. The close reason of a stream is read from how it
+ended: the client went away (`client`), it was cut off for falling behind (`slow`), the worker is draining
+(`shutdown`), the server ended it for another reason such as a reset during replay (`server`), or it failed
+(`error`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_plus
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.fanout.subscriber import SubscriberCutOff
+from gateway.ops.logs import ACCESS_LOGGER
+from gateway.ops.metrics import Metrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probes and scrapes arrive every few seconds from every prober; they are logged at DEBUG only."""
+SECRET_WORDS = ("token", "ticket", "pass", "secret", "key", "auth", "sign", "credential", "session", "code")
+REDACTED = "[redacted]"
+MAX_QUERY_LOGGED = 512
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class _Exchange:
+    """What the middleware learns about one request while it runs."""
+
+    __slots__ = ("disconnected", "request_id", "started", "status", "stream")
+
+    def __init__(self, request_id: str, started: float) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.status = 0
+        self.stream = False
+        self.disconnected = False
+
+
+class RequestLogMiddleware:
+    """Wraps the whole application (outside its error handlers, so a 500 is logged and carries the id)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        draining: Callable[[], bool] = lambda: False,
+        metrics: Metrics | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.app = app
+        self._draining = draining
+        self._metrics = metrics
+        self._log = logger or logging.getLogger(ACCESS_LOGGER)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(request_id_of(scope), time.perf_counter())
+
+        def send_with_id(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                return self._start(scope, exchange, message, send)
+            return send(message)
+
+        async def watch_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                exchange.disconnected = True
+            return message
+
+        try:
+            await self.app(scope, watch_receive, send_with_id)
+        except BaseException as exc:
+            self._finish(scope, exchange, exc)
+            raise
+        self._finish(scope, exchange, None)
+
+    async def _start(self, scope: Scope, exchange: _Exchange, message: Message, send: Send) -> None:
+        exchange.status = message["status"]
+        headers = list(message.get("headers", ()))
+        for name, value in headers:
+            if name == b"content-type":
+                exchange.stream = exchange.status == 200 and value.startswith(STREAM_TYPES)
+        headers.append((REQUEST_ID_HEADER, exchange.request_id.encode()))
+        if exchange.stream and self._log.isEnabledFor(logging.INFO):
+            fields = self._fields(scope, exchange)
+            fields["resume"] = _resumes(scope)
+            self._log.info("stream open", extra={"fields": fields})
+        await send({**message, "headers": headers})
+
+    def _finish(self, scope: Scope, exchange: _Exchange, error: BaseException | None) -> None:
+        duration = time.perf_counter() - exchange.started
+        status = exchange.status or 500
+        kind = "stream" if scope["path"].endswith("/change-stream") else "rest"
+        if self._metrics is not None:
+            self._metrics.http_requests.labels(kind, scope["method"], str(status)).inc()
+            if not exchange.stream:
+                self._metrics.http_duration.labels(kind).observe(duration)
+        if exchange.stream:
+            if self._log.isEnabledFor(logging.INFO):
+                fields = self._fields(scope, exchange)
+                fields["duration_s"] = round(duration, 3)
+                fields["reason"] = self._close_reason(exchange, error)
+                self._log.info("stream close", extra={"fields": fields})
+            return
+        quiet = scope["path"] in QUIET_PATHS and status < 500 and error is None
+        level = logging.WARNING if status >= 500 else logging.DEBUG if quiet else logging.INFO
+        if self._log.isEnabledFor(level):
+            fields = self._fields(scope, exchange)
+            fields["status"] = status
+            fields["duration_ms"] = round(duration * 1000, 2)
+            if error is not None:
+                fields["error"] = type(error).__name__
+            self._log.log(level, "request", extra={"fields": fields})
+
+    def _close_reason(self, exchange: _Exchange, error: BaseException | None) -> str:
+        if isinstance(error, SubscriberCutOff):
+            return "slow"
+        if error is not None:
+            return "error"
+        if exchange.disconnected:
+            return "client"
+        if self._draining():
+            return "shutdown"
+        return "server"
+
+    @staticmethod
+    def _fields(scope: Scope, exchange: _Exchange) -> dict[str, object]:
+        fields: dict[str, object] = {
+            "request_id": exchange.request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+        }
+        query = scope.get("query_string", b"")
+        if query:
+            fields["query"] = redact_query(query)
+        client = scope.get("client")
+        if client:
+            fields["client"] = client[0]
+        return fields
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's own `X-Request-ID` if it is short and plain (no log injection), else a new one."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return str(value.decode("ascii"))
+            break
+    return uuid.uuid4().hex
+
+
+def redact_query(query: bytes) -> str:
+    """The query string as sent, with the values of secret-looking parameters replaced, cut to a sane
+    length."""
+    text = query.decode("latin-1")
+    parts = []
+    for part in text.split("&"):
+        name, sep, _value = part.partition("=")
+        parts.append(f"{name}={REDACTED}" if sep and _secret(unquote_plus(name)) else part)
+    return "&".join(parts)[:MAX_QUERY_LOGGED]
+
+
+def _secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def _resumes(scope: Scope) -> bool:
+    if any(name == b"last-event-id" for name, _ in scope["headers"]):
+        return True
+    return b"lastEventId=" in scope.get("query_string", b"")
