@@ -175,7 +175,9 @@ async def test_ids_that_are_not_numbers_are_not_found(notes: httpx.AsyncClient, 
     assert (await notes.post(f"/api/Todos/{raw}/replace", json={"title": "x"})).status_code == 404
 
 
-async def test_a_regexp_only_python_understands_is_400_on_postgresql(notes: httpx.AsyncClient, database_url: str) -> None:
+async def test_a_regexp_only_python_understands_is_400_on_postgresql(
+    notes: httpx.AsyncClient, database_url: str
+) -> None:
     await notes.post("/api/Todos", json={"title": "a"})
     response = await notes.get("/api/Todos", params={"filter": '{"where":{"title":{"regexp":"(?P<n>a)"}}}'})
     if database_url.startswith("postgresql"):
@@ -186,7 +188,9 @@ async def test_a_regexp_only_python_understands_is_400_on_postgresql(notes: http
 
 @pytest.mark.parametrize("method", ["PATCH", "PUT"])
 @pytest.mark.parametrize("bad_id", [10**30, 1.5, "abc", True])
-async def test_upserts_with_an_impossible_id_are_422(notes: httpx.AsyncClient, method: str, bad_id: object) -> None:
+async def test_upserts_with_an_impossible_id_are_422(
+    notes: httpx.AsyncClient, method: str, bad_id: object
+) -> None:
     response = await notes.request(method, "/api/Todos", json={"id": bad_id, "title": "x"})
     assert response.status_code == 422
     assert response.json()["error"]["details"]["codes"] == {"id": ["type"]}
