@@ -131,19 +131,26 @@ class Hub:
             await reader.aclose()
 
     async def _reader(self, model: ModelDef) -> StreamReader:
-        reader = self._readers.get(model.stream)
-        if reader is None:
-            reader = StreamReader(model.stream, model.id_name, self._broker, self._metrics)
-            self._readers[model.stream] = reader
+        while True:
+            reader = self._readers.get(model.stream)
+            if reader is None or reader.failed:
+                reader = StreamReader(model.stream, model.id_name, self._broker, self._metrics)
+                self._readers[model.stream] = reader
+                try:
+                    await reader.start()
+                except BaseException:
+                    if self._readers.get(model.stream) is reader:
+                        del self._readers[model.stream]
+                    raise
+                return reader
             try:
-                await reader.start()
-            except BaseException:
-                if self._readers.get(model.stream) is reader:
-                    del self._readers[model.stream]
+                await asyncio.shield(reader.started)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if reader.started.cancelled() and not (current and current.cancelling()):
+                    continue  # its starter was cancelled, not us: start one
                 raise
-        else:
-            await asyncio.shield(reader.started)
-        return reader
+            return reader
 
     def subscribers(self) -> list[Subscriber]:
         return [s for r in self._readers.values() for g in r.groups.values() for s in g.subscribers]

@@ -40,6 +40,7 @@ class StreamReader:
         self.cursor = ""
         self._task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.failed = False  # the read loop died: the hub starts a new reader for new subscribers
 
     @property
     def empty(self) -> bool:
@@ -52,8 +53,12 @@ class StreamReader:
         """Take the stream's head as the cursor, then read from there."""
         try:
             head = await self._broker.head(self.stream)
+        except asyncio.CancelledError:
+            self.started.cancel()  # the connection that started it went away: a waiter starts another
+            raise
         except BaseException as exc:
             self.started.set_exception(exc)
+            self.started.exception()  # retrieved: waiters see it; with none, it is not "never retrieved"
             raise
         self.epoch, self.cursor = head.epoch, head.last
         self._task = asyncio.create_task(self._run(), name=f"reader-{self.stream}")
@@ -80,6 +85,18 @@ class StreamReader:
             del self.groups[group.key]
 
     async def _run(self) -> None:
+        try:
+            await self._read_forever()
+        except Exception:
+            # A bug must not leave subscribers connected to a reader that no longer reads: end their
+            # streams (they resume from history, on a fresh reader) and let the hub replace this one.
+            log.exception("stream reader %s failed; ending its streams so that they resume", self.stream)
+            self.failed = True
+            for group in self.groups.values():
+                for subscriber in group.subscribers:
+                    subscriber.close("reader-failed")
+
+    async def _read_forever(self) -> None:
         failures = 0
         while True:
             try:

@@ -1,0 +1,84 @@
+"""The hub's readers under failure: a cancelled starter and a reader that dies must not strand anyone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.broker import MemoryBroker, Record
+from gateway.broker.base import StreamHead
+from gateway.fanout import reader as reader_module
+from gateway.fanout.hub import Hub, HubSettings
+from gateway.fanout.subscriber import State
+from gateway.models.loader import load_registry
+from gateway.ops.metrics import Metrics
+from gateway.sse.frames import Format
+from tests.conftest import EXAMPLE_MODELS
+
+TODO = load_registry(EXAMPLE_MODELS).by_name["Todo"]
+KEY = (Format.SSE, "None", "None")
+
+
+class GatedBroker(MemoryBroker):
+    """`head()` waits for the test to open the gate, so a starter can be cancelled mid-start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def head(self, stream: str) -> StreamHead:
+        await self.gate.wait()
+        return await super().head(stream)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[GatedBroker]:
+    broker = GatedBroker()
+    yield broker
+    await broker.aclose()
+
+
+async def test_a_cancelled_starter_does_not_strand_the_others(broker: GatedBroker) -> None:
+    hub = Hub(broker, HubSettings(), Metrics())
+    first = asyncio.create_task(hub.subscribe(TODO, KEY, lambda: None, None, replaying=False))
+    second = asyncio.create_task(hub.subscribe(TODO, KEY, lambda: None, None, replaying=False))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    await asyncio.sleep(0.01)
+    broker.gate.set()
+    async with asyncio.timeout(5):
+        subscription = await second
+    assert first.cancelled()
+    assert hub.count == 1
+    await hub.unsubscribe(subscription)
+    await hub.aclose()
+
+
+async def test_a_reader_that_dies_ends_its_streams_and_is_replaced(
+    broker: GatedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker.gate.set()
+    hub = Hub(broker, HubSettings(), Metrics())
+    subscription = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=False)
+
+    def broken(_entry: object) -> object:
+        raise RuntimeError("a bug in the fan-out")
+
+    monkeypatch.setattr(reader_module, "DecodedEntry", broken)
+    lease = await broker.acquire_lease("Todo", "test", 10)
+    assert lease is not None
+    await broker.append("Todo", [Record(1, b'{"target":1,"type":"create"}', None, 0.0)], lease=lease)
+    async with asyncio.timeout(5):
+        await subscription.subscriber.wait()
+    assert (subscription.subscriber.state, subscription.subscriber.close_reason) == (
+        State.CLOSED,
+        "reader-failed",
+    )
+    monkeypatch.undo()
+    fresh = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=False)
+    assert fresh.reader is not subscription.reader
+    await hub.unsubscribe(subscription)
+    await hub.unsubscribe(fresh)
+    await hub.aclose()
