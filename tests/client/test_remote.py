@@ -116,6 +116,11 @@ async def test_every_change_once_in_order_across_gateway_restarts_under_continuo
                 await asyncio.to_thread(gateway.stop)  # SIGTERM: drains, streams end, clients resume
                 await asyncio.to_thread(gateway.start, 60.0)
                 await writer.wait_for(30)
+
+                async def caught_up() -> bool:  # so the SIGKILL finds it connected, not in backoff
+                    return len(received) >= len(writer.acked)
+
+                await eventually(caught_up, within=30.0, what="the client resuming after the restart")
                 await asyncio.to_thread(gateway.kill)  # SIGKILL: connections just drop
                 await asyncio.to_thread(gateway.start, 60.0)
                 await writer.wait_for(30)

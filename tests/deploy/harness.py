@@ -335,12 +335,16 @@ class Connection:
     ended_at: float | None = None
     events: int = 0
     error: str | None = None
+    gateway: bool = False  # a gateway's stream (it says `:ok`), not nginx's "come back later" answer
 
 
 @dataclass
 class Follower:
     """Follows a change stream the way a browser's EventSource does: reconnect whenever the stream ends or
-    fails, after the server's `retry:`, sending the last event id it saw (including `id:`-only bookmarks)."""
+    fails, after the server's `retry:`, sending the last event id it saw (including `id:`-only bookmarks).
+
+    Like an EventSource, it keeps its last event id across connections: a connection that carries no `id:`
+    (nginx's empty "retry in 2 s" stream when no instance can take one) leaves it as it was."""
 
     index: int
     url: str
@@ -351,10 +355,11 @@ class Follower:
     last_event_id: str = ""
     retry_ms: int = 1000
     stopping: bool = False
-    live: bool = False  # a 200 stream is open right now
+    live: bool = False  # a gateway stream is open right now
 
     def connections_since(self, moment: float) -> list[Connection]:
-        return [c for c in self.connections if c.opened_at >= moment]
+        """The gateway streams opened at or after `moment`."""
+        return [c for c in self.connections if c.opened_at >= moment and c.gateway]
 
     async def run(self, client: httpx.AsyncClient) -> None:
         loop = asyncio.get_running_loop()
@@ -370,7 +375,6 @@ class Follower:
                         connection = Connection(loop.time(), 200)
                         self.connections.append(connection)
                         parser = SSEParser()
-                        self.live = True
                         async for chunk in response.aiter_raw():
                             for event in parser.feed(chunk):
                                 if event.event == "data":
@@ -378,9 +382,13 @@ class Follower:
                                     connection.events += 1
                                 else:
                                     self.others.append((event.event, event.data))
-                            self.last_event_id = parser.last_event_id
+                            if parser.last_event_id:  # this connection has moved it
+                                self.last_event_id = parser.last_event_id
                             if parser.retry is not None:
                                 self.retry_ms = parser.retry
+                            if not connection.gateway and "ok" in parser.comments:
+                                connection.gateway = True
+                                self.live = True
             except Exception as exc:  # whatever ends a connection, a browser would reconnect
                 if connection is not None:
                     connection.error = type(exc).__name__
