@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from playwright.async_api import Browser, async_playwright
 
 from tests.redis_server import RedisServers
 
@@ -103,3 +104,24 @@ def redis_servers(tmp_path: Path) -> Iterator[RedisServers]:
     """A factory of private redis-server processes (to stop, restart or flush), all stopped after the test."""
     with RedisServers(tmp_path) as servers:
         yield servers
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Debian's Chromium, headless; without the background-networking flags it dials out at every start."""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium (Debian's package, installed by .ci/run), closed after the test."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.broker import Broker, Record, StreamHead
 from gateway.broker.position import ZERO_OFFSET
+from tests.polling import eventually as eventually  # re-exported for the tests of this package
 
 
 def records(*outbox_ids: int, before: bytes | None = None) -> list[Record]:
@@ -17,18 +18,6 @@ def records(*outbox_ids: int, before: bytes | None = None) -> list[Record]:
         Record(outbox_id=oid, change=b'{"id":%d}' % oid, before=before, committed_at=time.time())
         for oid in outbox_ids
     ]
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, within: float = 5.0, what: str = "condition"
-) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.02)
 
 
 async def still_pending(task: asyncio.Task[Any], seconds: float = 0.2) -> bool:

@@ -4,24 +4,13 @@ helpers their modules share."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from gateway.streams import Change, Reset, StreamItem
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, within: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} did not hold within {within} s")
-        await asyncio.sleep(0.05)
+from tests.polling import eventually as eventually  # re-exported for the tests of this package
 
 
 async def take(stream: AsyncIterator[StreamItem], changes: int, *, within: float = 20.0) -> list[StreamItem]:

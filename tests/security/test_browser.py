@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from gateway.config import Settings
 from tests.security.conftest import bearer, make_token
 from tests.sse.helpers import serve
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 PAGE = """<!doctype html><title>notes</title><script>
 window.cookieStream = [];
 window.ticketStream = [];
@@ -37,14 +35,6 @@ window.ready = (async () => {
   return true;
 })();
 </script>"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def test_eventsource_with_cookie_and_ticket_sees_only_its_rows(

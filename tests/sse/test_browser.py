@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from gateway.config import Settings
 from tests.conftest import EXAMPLE_MODELS
@@ -24,24 +22,6 @@ const source = new EventSource('/api/Todos/change-stream');
 source.addEventListener('data', (e) => window.received.push([e.lastEventId, JSON.parse(e.data)]));
 source.addEventListener('reset', () => { window.resets += 1; });
 </script>"""
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 async def test_eventsource_resumes_across_a_restart_without_gap(
