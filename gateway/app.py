@@ -40,9 +40,9 @@ from gateway.rest.openapi import model_schemas
 from gateway.rest.reads import ModelReads
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
-from gateway.security.setup import install_security
+from gateway.security.setup import install_security, security_middleware
 from gateway.sse.endpoint import CutOffLogFilter
-from gateway.sse.route import change_stream_router
+from gateway.sse.route import ChangeStreamRoutes, openapi_paths
 
 log = logging.getLogger("gateway")
 
@@ -146,10 +146,23 @@ class GatewayApp(FastAPI):
     gateway: Gateway
 
     def build_middleware_stack(self) -> ASGIApp:
-        # The request log wraps everything, error handlers included, so a 500 is logged with its id.
+        """From the outside in: the request log (outside the error handlers, so a 500 is logged with its
+        id), the security middleware, the change streams, then FastAPI's own stack."""
         gateway = self.gateway
-        return RequestLogMiddleware(
+        settings = gateway.settings
+        streams = ChangeStreamRoutes(
             super().build_middleware_stack(),
+            gateway.registry.models,
+            rest_root=settings.rest_root,
+            hub=gateway.hub,
+            broker=gateway.broker,
+            metrics=gateway.metrics,
+            retry_ms=settings.retry,
+            refuse=gateway.refuse_streams,
+            authorise=gateway.security.stream_access,
+        )
+        return RequestLogMiddleware(
+            security_middleware(streams, gateway.security),
             draining=lambda: gateway.drain.draining,
             metrics=gateway.metrics,
         )
@@ -187,25 +200,12 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     )
     root = settings.rest_root
     for model in gateway.registry.models:
-        prefix = f"{root}/{model.plural}"
-        app.include_router(
-            change_stream_router(
-                model,
-                hub=gateway.hub,
-                broker=gateway.broker,
-                metrics=gateway.metrics,
-                retry_ms=settings.retry,
-                refuse=gateway.refuse_streams,
-                authorise=gateway.security.stream_access,
-            ),
-            prefix=prefix,
-        )
-        app.include_router(model_router(gateway.apis[model.name]), prefix=prefix)
+        app.include_router(model_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
     for model in gateway.registry.models:
         app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)
     app.include_router(_unknown_model_router(), prefix=root)
-    _install_openapi(app, gateway.registry)
+    _install_openapi(app, gateway.registry, root)
     return app
 
 
@@ -225,10 +225,11 @@ def _quiet_cut_offs() -> None:
         server_log.addFilter(CutOffLogFilter())
 
 
-def _install_openapi(app: FastAPI, registry: Registry) -> None:
+def _install_openapi(app: FastAPI, registry: Registry, rest_root: str) -> None:
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version="1", routes=app.routes)
+            schema.setdefault("paths", {}).update(openapi_paths(rest_root, registry.models))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 model_schemas(registry.models)
             )

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gateway.broker.position import offset_key
@@ -44,7 +45,8 @@ class Subscriber:
     """A connection's place in the hub. Only the connection task awaits it; the hub only pushes."""
 
     __slots__ = (
-        "_waiter",
+        "_interrupted",
+        "_parked",
         "blocked",
         "buffer",
         "buffered_bytes",
@@ -89,7 +91,8 @@ class Subscriber:
         self.error: Exception | None = None  # what a failed direct send raised (close reason "error")
         self.skip_until: tuple[int, int] | None = None  # live frames up to here were sent by the replay
         self.task = task
-        self._waiter: asyncio.Future[None] | None = None
+        self._parked: asyncio.Task[Any] | None = None  # the connection task, while idle in `idle()`
+        self._interrupted = False
 
     # -- the hub's side --
 
@@ -153,9 +156,10 @@ class Subscriber:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        task = self._parked
+        if task is not None and not self._interrupted:
+            self._interrupted = True
+            task.cancel()  # taken back in `idle()`: only the await there is interrupted
 
     def close(self, reason: str) -> None:
         """End the subscription; the connection task notices at once."""
@@ -190,15 +194,31 @@ class Subscriber:
             self.push(frame, offset)
         return self.state is State.LIVE
 
-    async def wait(self) -> None:
-        """Until there is something to send (or a blocked send to finish), or the subscription ended."""
-        if self.buffer or self.blocked is not None or self.state is State.CLOSED:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
+    def needs_task(self) -> bool:
+        """Whether the connection task has work: a blocked send to finish, frames a blocked send held
+        back, or the end of the subscription."""
+        return bool(self.buffer) or self.blocked is not None or self.state is State.CLOSED
+
+    @contextmanager
+    def idle(self) -> Iterator[None]:
+        """Around the connection task's idle `await receive()` (which only ever brings the disconnect).
+
+        When the connection task is needed (`needs_task`), the hub cancels that await, and the cancellation
+        is taken back here; so a quiet stream has no task, future or timer of its own, only the server's
+        request task (idle memory per stream, loadtests/RESULTS.md). A cancellation from anyone else goes
+        on. A message the interrupted `receive` had already got is lost; uvicorn repeats a disconnect.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._parked = task
         try:
-            await self._waiter
+            yield
+        except asyncio.CancelledError:
+            if not self._interrupted or task.uncancel() > 0:
+                raise
         finally:
-            self._waiter = None
+            self._parked = None
+            self._interrupted = False
 
     async def finish_blocked(self) -> None:
         """Drive a send that `flush` started and that suspended, to its end, in the connection's task."""

@@ -13,9 +13,9 @@ server's own awaitable, no extra coroutine frame), so a delivery costs one funct
 
 Credentials never reach the log: no header is logged, and query parameters whose names look secret
 (`access_token`, `ticket`, ...) have their values replaced. The close reason of a stream is read from how it
-ended: the client went away (`client`), it was cut off for falling behind (`slow`), the worker is draining
-(`shutdown`), the server ended it for another reason such as a reset during replay (`server`), or it failed
-(`error`).
+ended: the client went away (`client`, as the stream tells through `CLIENT_LEFT`), it was cut off for
+falling behind (`slow`), the worker is draining (`shutdown`), the server ended it for another reason such as
+a reset during replay (`server`), or it failed (`error`).
 """
 
 from __future__ import annotations
@@ -41,19 +41,21 @@ SECRET_WORDS = ("token", "ticket", "pass", "secret", "key", "auth", "sign", "cre
 REDACTED = "[redacted]"
 MAX_QUERY_LOGGED = 512
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+CLIENT_LEFT = "gateway.client_left"
+"""Set to True in the scope by a stream that ended because its client went away. The log is told rather
+than watching `receive` itself: a wrapper there would keep a frame alive per open stream."""
 
 
 class _Exchange:
     """What the middleware learns about one request while it runs."""
 
-    __slots__ = ("disconnected", "request_id", "started", "status", "stream")
+    __slots__ = ("request_id", "started", "status", "stream")
 
     def __init__(self, request_id: str, started: float) -> None:
         self.request_id = request_id
         self.started = started
         self.status = 0
         self.stream = False
-        self.disconnected = False
 
 
 class RequestLogMiddleware:
@@ -83,14 +85,8 @@ class RequestLogMiddleware:
                 return self._start(scope, exchange, message, send)
             return send(message)
 
-        async def watch_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                exchange.disconnected = True
-            return message
-
         try:
-            await self.app(scope, watch_receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         except BaseException as exc:
             self._finish(scope, exchange, exc)
             raise
@@ -121,7 +117,7 @@ class RequestLogMiddleware:
             if self._log.isEnabledFor(logging.INFO):
                 fields = self._fields(scope, exchange)
                 fields["duration_s"] = round(duration, 3)
-                fields["reason"] = self._close_reason(exchange, error)
+                fields["reason"] = self._close_reason(scope, error)
                 self._log.info("stream close", extra={"fields": fields})
             return
         quiet = scope["path"] in QUIET_PATHS and status < 500 and error is None
@@ -134,12 +130,12 @@ class RequestLogMiddleware:
                 fields["error"] = type(error).__name__
             self._log.log(level, "request", extra={"fields": fields})
 
-    def _close_reason(self, exchange: _Exchange, error: BaseException | None) -> str:
+    def _close_reason(self, scope: Scope, error: BaseException | None) -> str:
         if isinstance(error, SubscriberCutOff):
             return "slow"
         if error is not None:
             return "error"
-        if exchange.disconnected:
+        if scope.get(CLIENT_LEFT):
             return "client"
         if self._draining():
             return "shutdown"

@@ -106,6 +106,11 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return server_error()
+
+
+def server_error() -> Response:
+    """LoopBack's answer to a server fault with `debug: false`: no detail."""
     body = orjson.dumps({"error": {"statusCode": 500, "message": "Internal Server Error"}})
     return Response(
         body, status_code=500, media_type=JSON_TYPE, headers={"X-Content-Type-Options": "nosniff"}

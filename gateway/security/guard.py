@@ -17,8 +17,6 @@ import logging
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from gateway.broker.base import Broker
 from gateway.config import Settings
@@ -46,26 +44,6 @@ class StreamAccess:
 
     access: Access
     release: Release | None
-
-    def keep(self, response: Response) -> Response:
-        """`response`, releasing the stream slot when it is over (unchanged when no slot is held)."""
-        if self.release is None:
-            return response
-        return _Releasing(response, self.release)
-
-
-class _Releasing(Response):
-    def __init__(self, inner: Response, release: Release) -> None:
-        self.status_code = inner.status_code
-        self.background = None
-        self._inner = inner
-        self._release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._inner(scope, receive, send)
-        finally:
-            await self._release()
 
 
 class Security:

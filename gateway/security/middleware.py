@@ -2,6 +2,8 @@
 
 Pure ASGI (not `BaseHTTPMiddleware`) for the same reason as the request log: a change stream is an endless
 response, and each body message must go straight to the server. Both touch a response only at its start.
+Their `__call__` returns the inner app's awaitable instead of awaiting it, so an open stream keeps no frame
+of theirs alive (idle memory per stream, loadtests/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
 
         def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
@@ -42,7 +43,7 @@ class SecurityHeadersMiddleware:
                 message = {**message, "headers": headers}
             return send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return self.app(scope, receive, send_with_headers)
 
 
 class BodyTooLarge(LoopBackError):
@@ -58,31 +59,36 @@ class BodyLimitMiddleware:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.limit:
-                    error = (
-                        BodyTooLarge(self.limit)
-                        if value.isdigit()
-                        else LoopBackError(400, "Bad Content-Length")
-                    )
-                    await error_response(error, head=scope["method"] == "HEAD")(scope, receive, send)
-                    return
-                await self.app(scope, receive, send)  # the server stops at Content-Length
-                return
-        received = 0
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length is not None:
+            if length.isdigit() and int(length) <= self.limit:
+                return self.app(scope, receive, send)  # the server stops at Content-Length
+            error = BodyTooLarge(self.limit) if length.isdigit() else LoopBackError(400, "Bad Content-Length")
+            return error_response(error, head=scope["method"] == "HEAD")(scope, receive, send)
+        if not chunked:
+            return self.app(scope, receive, send)  # no body at all (RFC 9112 §6.3)
+        return self.app(scope, _counting(receive, self.limit), send)
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
-            return message
 
-        await self.app(scope, counting_receive, send)
+def _counting(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counting_receive

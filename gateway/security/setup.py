@@ -1,9 +1,11 @@
-"""Wiring security into the app: middleware (outermost: CORS, security headers, body limit) and `/auth`."""
+"""Wiring security into the app: the middleware around everything (CORS, security headers, body limit), and
+`/auth`."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from gateway.security.guard import Security
 from gateway.security.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -14,14 +16,18 @@ EXPOSED_HEADERS = ["X-Change-Stream-Position", "X-Request-ID", "Retry-After"]
 
 
 def install_security(app: FastAPI, security: Security) -> None:
+    app.include_router(auth_router(security))
+
+
+def security_middleware(app: ASGIApp, security: Security) -> ASGIApp:
+    """`app` wrapped, innermost first, in the body limit, the security headers and (when origins are
+    configured) CORS. Outside FastAPI's own stack, so the change streams served ahead of it get them too."""
     settings = security.settings
-    # add_middleware puts each new one outside the ones before it.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.limit_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
+    wrapped: ASGIApp = SecurityHeadersMiddleware(BodyLimitMiddleware(app, limit=settings.limit_body_bytes))
     origins = settings.cors_origins
     if origins:
-        app.add_middleware(
-            CORSMiddleware,
+        wrapped = CORSMiddleware(
+            wrapped,
             allow_origins=origins,
             # Credentials (cookies, Authorization) only for origins named one by one: with "*" Starlette
             # would echo any origin back and let every site read responses with the user's cookie.
@@ -31,4 +37,4 @@ def install_security(app: FastAPI, security: Security) -> None:
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-    app.include_router(auth_router(security))
+    return wrapped

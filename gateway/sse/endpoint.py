@@ -1,15 +1,16 @@
 """The change-stream response: a raw ASGI responder, one loop per connection.
 
 A raw responder, not sse-starlette: the measured server CPU per delivery is about half (loadtests/RESULTS.md),
-because it adds one task per connection (the disconnect watcher) instead of four, needs no task switch per
-event (the stream reader starts the `send`), and writes whatever is pending in one `send`. It does what
+because it adds no task per connection (sse-starlette runs four), needs no task switch per event (the
+stream reader starts the `send`), and writes whatever is pending in one `send`. It does what
 sse-starlette would otherwise do for us: headers and `:ok` go out at once, a disconnect is noticed at once
 (uvicorn's `send` returns silently after one, only `receive` tells), the hub's ticker sends heartbeats, and
 the hub ends streams on shutdown.
 
 The loop (Mercure's `subscribe.go`, in asyncio): replay from the broker if resuming, hand over to live
 delivery, then hand the connection's `send` to the hub, which writes each batch straight from the stream
-reader (`Subscriber.flush`); this task only finishes writes that had to wait for a slow client.
+reader (`Subscriber.flush`); this task then idles in `receive` and only finishes writes that had to wait
+for a slow client. So a live stream has no task of its own beyond the server's request task.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.fanout.group import DecodedEntry
 from gateway.fanout.hub import Hub, Subscription
 from gateway.fanout.subscriber import State, SubscriberCutOff
 from gateway.ops.metrics import Metrics
+from gateway.ops.requestlog import CLIENT_LEFT
 from gateway.sse.frames import Format, bookmark_frame, control_frame, preamble
 
 log = logging.getLogger("gateway.stream")
@@ -74,9 +76,6 @@ class ChangeStreamResponse(Response):
         self._stream = subscription.reader.stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        subscriber = self._subscription.subscriber
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-        watcher.add_done_callback(lambda _: subscriber.close("disconnect"))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS[self._fmt]})
             opening = preamble(self._fmt, self._retry_ms)
@@ -85,15 +84,32 @@ class ChangeStreamResponse(Response):
                 opening += bookmark_frame(self._fmt, start)
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             if self._resume is not None:
-                await self._replay(send, self._resume)
-            await self._live(send)
+                await self._replay_watching(receive, send, self._resume)
+            await self._live(receive, send)
         finally:
-            watcher.cancel()
+            scope[CLIENT_LEFT] = self._subscription.subscriber.close_reason == "disconnect"
             await self._hub.unsubscribe(self._subscription)
 
-    async def _live(self, send: Send) -> None:
-        """From here the hub writes (`Subscriber.flush`); this task finishes writes that had to wait for
-        the client, and writes what was buffered before the hand-over."""
+    async def _replay_watching(self, receive: Receive, send: Send, resume: str) -> None:
+        """Replay, with a task watching for the client to leave meanwhile (this one is busy reading)."""
+        subscriber = self._subscription.subscriber
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+
+        def disconnected(done: asyncio.Future[None]) -> None:
+            if not done.cancelled():  # cancelled below when the replay is over: the client is still there
+                subscriber.close("disconnect")
+
+        watcher.add_done_callback(disconnected)
+        try:
+            await self._replay(send, resume)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _live(self, receive: Receive, send: Send) -> None:
+        """From here the hub writes (`Subscriber.flush`). This task idles in `receive` (to notice the
+        client leaving) and is woken only to finish writes that had to wait for the client, and to write
+        what was buffered before the hand-over."""
         subscriber = self._subscription.subscriber
         loop = asyncio.get_running_loop()
 
@@ -102,7 +118,13 @@ class ChangeStreamResponse(Response):
 
         subscriber.send_body = send_body
         while True:
-            await subscriber.wait()
+            if not subscriber.needs_task():
+                message = None
+                with subscriber.idle():
+                    message = await receive()
+                if message is not None and message["type"] == "http.disconnect":
+                    subscriber.close("disconnect")
+                continue
             if subscriber.state is State.CLOSED:
                 break
             if subscriber.blocked is not None:

@@ -70,8 +70,16 @@ async def test_a_reader_that_dies_ends_its_streams_and_is_replaced(
     lease = await broker.acquire_lease("Todo", "test", 10)
     assert lease is not None
     await broker.append("Todo", [Record(1, b'{"target":1,"type":"create"}', None, 0.0)], lease=lease)
+    subscriber = subscription.subscriber
+
+    async def connection_idling() -> None:  # as in `ChangeStreamResponse._live`
+        while not subscriber.needs_task():
+            with subscriber.idle():
+                await asyncio.Event().wait()  # a `receive` that brings nothing: only the hub can wake it
+
+    connection = asyncio.create_task(connection_idling())
     async with asyncio.timeout(5):
-        await subscription.subscriber.wait()
+        await connection
     assert (subscription.subscriber.state, subscription.subscriber.close_reason) == (
         State.CLOSED,
         "reader-failed",

@@ -13,7 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.fanout.subscriber import SubscriberCutOff
 from gateway.ops.logs import ACCESS_LOGGER
 from gateway.ops.metrics import Metrics
-from gateway.ops.requestlog import REDACTED, RequestLogMiddleware, redact_query, request_id_of
+from gateway.ops.requestlog import CLIENT_LEFT, REDACTED, RequestLogMiddleware, redact_query, request_id_of
 from tests.ops.conftest import GatewayFactory
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -74,6 +74,7 @@ def stream_app(*, wait_for_disconnect: bool = False, fail: BaseException | None 
         if wait_for_disconnect:
             while (await receive())["type"] != "http.disconnect":
                 pass
+            scope[CLIENT_LEFT] = True
             return
         if fail is not None:
             raise fail

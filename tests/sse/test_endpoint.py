@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from gateway.app import GatewayApp
 from gateway.config import Settings
+from gateway.ops.logs import ACCESS_LOGGER
 from tests.conftest import EXAMPLE_MODELS
 from tests.sse.helpers import open_stream, serve
 
@@ -258,12 +260,15 @@ async def test_dropped_connections_free_everything(gateway: tuple[httpx.AsyncCli
     hub = app.gateway.hub
     baseline_tasks = len(asyncio.all_tasks())
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+    position = (await client.get("/api/Todos")).headers["x-change-stream-position"]
+    await client.post("/api/Todos", json={"title": "replayed"})
     async with httpx.AsyncClient(base_url=str(client.base_url), limits=limits, timeout=20) as churn:
 
         async def open_and_drop(n: int) -> None:
             options = {"options": json.dumps({"where": {"priority": n % 7}})} if n % 2 else {}
-            async with open_stream(churn, STREAM, params=options) as stream:
-                await stream.read_until(lambda s: s.parser.last_event_id != "")
+            resume = {"last-event-id": position} if n % 3 == 0 else {}  # these replay first
+            async with open_stream(churn, STREAM, params=options, headers=resume) as stream:
+                await stream.read_until(lambda s: b":ok" in s.raw)
 
         for start in range(0, 2000, 200):
             await asyncio.gather(*(open_and_drop(n) for n in range(start, start + 200)))
@@ -274,6 +279,24 @@ async def test_dropped_connections_free_everything(gateway: tuple[httpx.AsyncCli
     metrics = (await client.get("/metrics")).text
     assert 'gateway_stream_connections{model="Todo"} 0.0' in metrics
     assert 'gateway_stream_connections_opened_total{model="Todo"} 2000.0' in metrics
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["live", "resumed"])
+async def test_a_client_leaving_is_logged_as_such(
+    gateway: tuple[httpx.AsyncClient, GatewayApp], caplog: pytest.LogCaptureFixture, resume: bool
+) -> None:
+    client, app = gateway
+    caplog.set_level(logging.INFO, ACCESS_LOGGER)
+    position = (await client.get("/api/Todos")).headers["x-change-stream-position"]
+    await client.post("/api/Todos", json={"title": "a"})
+    headers = {"last-event-id": position} if resume else {}
+    async with open_stream(client, STREAM, headers=headers) as stream:
+        await stream.read_until(has_data(1) if resume else lambda s: s.parser.last_event_id != "")
+    async with asyncio.timeout(10):
+        while app.gateway.hub.count:
+            await asyncio.sleep(0.02)
+    (closed,) = [r for r in caplog.records if r.getMessage() == "stream close"]
+    assert closed.fields["reason"] == "client"  # type: ignore[attr-defined]
 
 
 async def test_unfiltered_streams_share_the_stored_bytes(
