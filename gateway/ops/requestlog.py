@@ -41,6 +41,11 @@ SECRET_WORDS = ("token", "ticket", "pass", "secret", "key", "auth", "sign", "cre
 REDACTED = "[redacted]"
 MAX_QUERY_LOGGED = 512
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+SERVER_SEND = "gateway.server_send"
+"""The server's own `send`, put in the scope for a change stream's body messages. The middleware inside the
+request log (CORS, security headers, body limit) only ever looks at a response's start, so an endless stream
+may skip their pass-through wrappers on every delivery (about 2 µs each, loadtests/RESULTS.md). Middleware
+that changes body messages must not be added inside it."""
 CLIENT_LEFT = "gateway.client_left"
 """Set to True in the scope by a stream that ended because its client went away. The log is told rather
 than watching `receive` itself: a wrapper there would keep a frame alive per open stream."""
@@ -79,6 +84,7 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(request_id_of(scope), time.perf_counter())
+        scope[SERVER_SEND] = send
 
         def send_with_id(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":

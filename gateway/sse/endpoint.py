@@ -28,7 +28,7 @@ from gateway.fanout.group import DecodedEntry
 from gateway.fanout.hub import Hub, Subscription
 from gateway.fanout.subscriber import State, SubscriberCutOff
 from gateway.ops.metrics import Metrics
-from gateway.ops.requestlog import CLIENT_LEFT
+from gateway.ops.requestlog import CLIENT_LEFT, SERVER_SEND
 from gateway.sse.frames import Format, bookmark_frame, control_frame, preamble
 
 log = logging.getLogger("gateway.stream")
@@ -85,7 +85,7 @@ class ChangeStreamResponse(Response):
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             if self._resume is not None:
                 await self._replay_watching(receive, send, self._resume)
-            await self._live(receive, send)
+            await self._live(receive, send, scope.get(SERVER_SEND, send))
         finally:
             scope[CLIENT_LEFT] = self._subscription.subscriber.close_reason == "disconnect"
             await self._hub.unsubscribe(self._subscription)
@@ -106,7 +106,7 @@ class ChangeStreamResponse(Response):
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
-    async def _live(self, receive: Receive, send: Send) -> None:
+    async def _live(self, receive: Receive, send: Send, body_send: Send) -> None:
         """From here the hub writes (`Subscriber.flush`). This task idles in `receive` (to notice the
         client leaving) and is woken only to finish writes that had to wait for the client, and to write
         what was buffered before the hand-over."""
@@ -114,7 +114,7 @@ class ChangeStreamResponse(Response):
         loop = asyncio.get_running_loop()
 
         def send_body(data: bytes) -> Awaitable[None]:
-            return send({"type": "http.response.body", "body": data, "more_body": True})
+            return body_send({"type": "http.response.body", "body": data, "more_body": True})
 
         subscriber.send_body = send_body
         while True:

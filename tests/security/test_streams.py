@@ -104,6 +104,28 @@ async def test_streams_are_refused_before_they_start(secured_settings: Callable[
             assert board.response.status_code == 200
 
 
+async def test_streams_get_the_headers_every_response_gets(secured_settings: Callable[..., Settings]) -> None:
+    """Streams are served ahead of FastAPI's stack: the middleware around the app must still see them."""
+    origin = "https://app.example"
+    async with gateway(secured_settings(cors_origins=[origin])) as (client, _):
+        headers = {"Origin": origin, "X-Request-ID": "trace-1"}
+        refused = await client.get(STREAM, headers=headers)
+        async with open_stream(client, STREAM, headers={**headers, **ALICE}) as stream:
+            await stream.read_until(started)
+            await client.post(NOTES, json={"title": "a1"}, headers=ALICE)
+            await stream.read_until(lambda s: len(s.data_events) == 1)
+        for reply in (refused, stream.response):
+            assert reply.headers["x-content-type-options"] == "nosniff"
+            assert reply.headers["x-frame-options"] == "DENY"
+            assert reply.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+            assert reply.headers["access-control-allow-origin"] == origin
+            assert reply.headers["access-control-allow-credentials"] == "true"
+            assert reply.headers["x-request-id"] == "trace-1"
+        assert refused.status_code == 401
+        assert stream.response.headers["content-type"] == "text/event-stream"
+        assert kinds(stream) == [("create", "a1")]
+
+
 async def test_a_stream_ends_when_its_token_expires(secured_settings: Callable[..., Settings]) -> None:
     async with gateway(secured_settings()) as (client, app):
         expires = time.time() + 2
