@@ -18,7 +18,7 @@ import json
 import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import uvloop
 
 from loadtests import procstat
+from loadtests.cpuquota import capped_workers
 from loadtests.gatewayproc import GatewayConfig, gateway
 from loadtests.sseclient import Stats, open_subscribers
 from loadtests.writer import WriteStats, drive
@@ -43,6 +44,8 @@ class Report:
     batch: int
     duration: float
     workers: int | None
+    instances: int = 1
+    worker_cpu: float | None = None  # each worker's CPU quota in cores, if capped
     ready: int = 0
     open_seconds: float = 0.0
     rss_empty_mb: float | None = None
@@ -81,32 +84,71 @@ def percentiles(samples: Any, scale: float) -> dict[str, float]:
     return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(ordered[last] / scale, 2)}
 
 
-async def run(args: argparse.Namespace, url: str, root_pid: int | None, report: Report) -> None:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+def _tree(root_pids: list[int]) -> list[int]:
+    return [pid for root in root_pids for pid in procstat.tree(root)]
+
+
+async def run(args: argparse.Namespace, urls: list[str], root_pids: list[int], report: Report) -> None:
+    """Against one server, or several (`--instances`): streams and writes are then spread evenly over
+    them, as a load balancer would, and the server figures are summed."""
+    servers = [(parts.hostname or "127.0.0.1", parts.port or 80) for parts in map(urlsplit, urls)]
     stream_path = f"{args.rest_root}/{args.model}/change-stream?_format=event-stream"
     write_path = f"{args.rest_root}/{args.model}"
-    pids = procstat.tree(root_pid) if root_pid else []
+    pids = _tree(root_pids)
     source_ips = args.source_ips.split(",") if args.source_ips else None
 
-    # Warm-up: one stream and a few writes load everything lazy (routes, reader, relay, DB pool).
+    async def write_everywhere(rate: float, duration: float, stats: WriteStats, connections: int = 8) -> None:
+        share = len(servers)
+        await asyncio.gather(
+            *(
+                drive(
+                    host,
+                    port,
+                    write_path,
+                    rate=rate / share,
+                    duration=duration,
+                    stats=stats,
+                    batch=args.batch,
+                    connections=max(1, connections // share),
+                )
+                for host, port in servers
+            )
+        )
+
+    # Warm-up: one stream each and a few writes load everything lazy (routes, reader, relay, DB pool).
     warm = Stats()
-    warm_subscribers = await open_subscribers(host, port, stream_path, 1, warm)
-    await drive(host, port, write_path, rate=20, duration=0.25, stats=WriteStats())
+    warm_subscribers = [
+        subscriber
+        for host, port in servers
+        for subscriber in await open_subscribers(host, port, stream_path, 1, warm)
+    ]
+    await write_everywhere(20, 0.25, WriteStats())
     await asyncio.sleep(0.3)
     for subscriber in warm_subscribers:
         subscriber.close()
     await asyncio.sleep(1.0)
     gc.collect()
     if pids:
-        pids = procstat.tree(root_pid) if root_pid else []
+        pids = _tree(root_pids)
         report.rss_empty_mb = procstat.rss_bytes(pids) / 2**20
 
     stats = Stats()
     began = time.monotonic()
-    subscribers = await open_subscribers(
-        host, port, stream_path, args.subscribers, stats, source_ips=source_ips, timeout=args.open_timeout
+    opened = await asyncio.gather(
+        *(
+            open_subscribers(
+                host,
+                port,
+                stream_path,
+                args.subscribers // len(servers) + (index < args.subscribers % len(servers)),
+                stats,
+                source_ips=source_ips,
+                timeout=args.open_timeout,
+            )
+            for index, (host, port) in enumerate(servers)
+        )
     )
+    subscribers = [subscriber for group in opened for subscriber in group]
     report.open_seconds = round(time.monotonic() - began, 2)
     report.ready = stats.ready
     if stats.ready < args.subscribers:
@@ -126,24 +168,13 @@ async def run(args: argparse.Namespace, url: str, root_pid: int | None, report: 
         report.window_seconds = args.duration
     else:
         # A second of load before measuring, then count from zero.
-        await drive(
-            host, port, write_path, rate=args.rate, duration=1.0, stats=WriteStats(), batch=args.batch
-        )
+        await write_everywhere(args.rate, 1.0, WriteStats())
         await asyncio.sleep(0.5)
         stats.reset()
         writes = WriteStats()
         before = procstat.Sample.take(pids)
         started = time.monotonic()
-        await drive(
-            host,
-            port,
-            write_path,
-            rate=args.rate,
-            duration=args.duration,
-            stats=writes,
-            batch=args.batch,
-            connections=args.writers,
-        )
+        await write_everywhere(args.rate, args.duration, writes, args.writers)
         expected = writes.ok * args.batch * stats.ready
         last, quiet_since = stats.deliveries, time.monotonic()
         while stats.deliveries < expected and time.monotonic() - started < args.duration + DRAIN_MAX:
@@ -250,7 +281,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--broker", choices=["memory", "redis"], default="memory")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (> 1 needs --broker redis)")
     parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="gateway servers on separate ports sharing the database and Redis, like hosts behind a load "
+        "balancer: streams and writes are spread evenly over them (> 1 needs --broker redis)",
+    )
+    parser.add_argument(
         "--gateway-src", type=Path, help="directory holding another `gateway` package to run (A/B baseline)"
+    )
+    parser.add_argument(
+        "--worker-cpu",
+        type=float,
+        help="cap each gateway worker at this many cores (a cgroup CPU quota; root only), to compare 1 and N "
+        "workers each with a CPU budget of its own on a box with too few cores",
     )
     parser.add_argument("--keep-log", action="store_true", help="keep the started gateway's log")
     parser.add_argument("--json-out", type=Path, help="append the result as one JSON line to this file")
@@ -266,14 +310,25 @@ def measure(argv: list[str]) -> Report:
         server: Any = nullcontext(None)
     else:
         config = GatewayConfig(
-            database=args.database, broker=args.broker, workers=args.workers, source=args.gateway_src
+            database=args.database,
+            broker=args.broker,
+            workers=args.workers,
+            instances=args.instances,
+            source=args.gateway_src,
         )
         report.workers = args.workers
+        report.instances = args.instances
         server = gateway(config, keep_log=args.keep_log)
-    with server as running:
-        url = args.target or running.url
-        root_pid = args.server_pid if args.target else running.pid
-        uvloop.run(run(args, url, root_pid, report))
+    with ExitStack() as stack:
+        running = stack.enter_context(server)
+        urls = [args.target] if args.target else running.urls
+        root_pids = ([args.server_pid] if args.server_pid else []) if args.target else running.pids
+        if args.worker_cpu is not None:
+            capped = [stack.enter_context(capped_workers(pid, args.worker_cpu)) for pid in root_pids]
+            report.worker_cpu = args.worker_cpu
+            count = sum(map(len, capped))
+            print(f"capped {count} worker process(es) at {args.worker_cpu} cores each", file=sys.stderr)
+        uvloop.run(run(args, urls, root_pids, report))
     print_report(report, args.idle)
     if args.json_out:
         with open(args.json_out, "a") as handle:

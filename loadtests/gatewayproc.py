@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ROOT / "examples" / "models"
@@ -40,6 +41,7 @@ class GatewayConfig:
     database: str = "sqlite"  # sqlite | postgres
     broker: str = "memory"  # memory | redis
     workers: int = 1
+    instances: int = 1  # separate servers on separate ports, sharing the database and broker (like hosts)
     models: Path = DEFAULT_MODELS
     extra_env: dict[str, str] | None = None
     source: Path | None = None  # run the `gateway` package found here (an A/B baseline copy)
@@ -51,6 +53,8 @@ class RunningGateway:
     port: int
     pid: int
     log: Path
+    urls: list[str]  # one per instance; `url`, `port` and `pid` are the first instance's
+    pids: list[int]
 
 
 def _postgres(sql: str) -> None:
@@ -96,8 +100,8 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path | None, tim
 @contextlib.contextmanager
 def gateway(config: GatewayConfig, *, keep_log: bool = False) -> Iterator[RunningGateway]:
     """A running gateway for the duration of the block."""
-    if config.workers > 1 and config.broker != "redis":
-        raise ValueError("--workers > 1 needs --broker redis")
+    if (config.workers > 1 or config.instances > 1) and config.broker != "redis":
+        raise ValueError("--workers > 1 and --instances > 1 need --broker redis")
     tag = secrets.token_hex(4)
     workdir = Path(tempfile.mkdtemp(prefix=f"gwbench-{tag}-"))
     env = {**os.environ, "GATEWAY_MODELS": str(config.models), **(config.extra_env or {})}
@@ -117,40 +121,50 @@ def gateway(config: GatewayConfig, *, keep_log: bool = False) -> Iterator[Runnin
         env["GATEWAY_BROKER_URL"] = "memory://"
     env.setdefault("GATEWAY_MAX_CONNECTIONS", "100000")
     env.setdefault("GATEWAY_DRAIN_SECONDS", "1")
-    port = free_port()
     log = workdir / "gateway.log"
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(config.workers),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            cwd=workdir,
-            stdout=output,
-            stderr=output,
-        )
-    url = f"http://127.0.0.1:{port}"
+    processes: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
     try:
-        wait_ready(url, process, log)
+        for _ in range(config.instances):
+            port = free_port()
+            with open(log, "ab") as output:
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "gateway",
+                            "serve",
+                            "--port",
+                            str(port),
+                            "--workers",
+                            str(config.workers),
+                            "--log-level",
+                            "warning",
+                        ],
+                        env=env,
+                        cwd=workdir,
+                        stdout=output,
+                        stderr=output,
+                    )
+                )
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_ready(urls[-1], processes[-1], log)
         if config.workers > 1:
             time.sleep(1.0)  # every worker is up (readyz answered by one of them)
-        yield RunningGateway(url, port, process.pid, log)
+        first = processes[0]
+        yield RunningGateway(
+            urls[0], int(urlsplit(urls[0]).port or 0), first.pid, log, urls, [p.pid for p in processes]
+        )
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         if config.broker == "redis":
             _delete_redis_keys(prefix)
         if config.database == "postgres":
