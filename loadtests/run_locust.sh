@@ -19,6 +19,15 @@ reports="$here/reports"
 mkdir -p "$reports"
 [[ "${1:-}" == "--" ]] && shift
 
+if [[ ! -x "$python" ]]; then
+    echo "no Python at $python: run 'make run' or 'make test' once to create .venv, or set PYTHON" >&2
+    exit 2
+fi
+if [[ ! -x "$root/.venv/bin/locust" ]]; then
+    echo "installing the load-test tools into .venv (pip install -e '.[load]')"
+    "$python" -m pip install -q -e "$root[load]"
+fi
+
 gateway_pid=""
 workdir=""
 cleanup() {
