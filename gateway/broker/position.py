@@ -8,7 +8,8 @@ silently resumed from. Clients see positions as opaque strings: `<epoch>-<ms>-<s
 
 from __future__ import annotations
 
-import secrets
+import base64
+import os
 import string
 from dataclasses import dataclass
 
@@ -20,7 +21,10 @@ EPOCH_LENGTH = 8
 
 
 def new_epoch() -> str:
-    return "".join(secrets.choice(_EPOCH_ALPHABET) for _ in range(EPOCH_LENGTH))
+    """40 random bits as 8 characters of `_EPOCH_ALPHABET` (base32's letters and digits are a subset). Every
+    append sends one, so it is made in ~2 us: eight `secrets.choice` calls took a twentieth of the relay's
+    CPU."""
+    return base64.b32encode(os.urandom(5)).decode("ascii").lower()
 
 
 def offset_key(offset: str) -> tuple[int, int]:

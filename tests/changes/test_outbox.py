@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from gateway.broker.base import Entry
 from gateway.changes import change as changes
@@ -185,3 +187,29 @@ async def test_published_rows_are_deleted_after_the_retention_unpublished_never(
         ("Todo", "recent"),
         ("Ghost", None),
     ]
+
+
+async def test_a_failed_outbox_insert_on_postgresql_rolls_the_write_back(postgres_store: Store) -> None:
+    """The outbox row goes straight to asyncpg (`outbox_asyncpg`), yet in the write's transaction: when it
+    fails, the error is SQLAlchemy's, as for any statement, and the row change is rolled back with it."""
+    store = postgres_store
+    async with write_transaction(store.engine) as connection:
+        await connection.execute(
+            text(f"ALTER TABLE {store.outbox.name} ADD CONSTRAINT no_todos CHECK (stream <> '{STREAM}')")
+        )
+    with pytest.raises(DBAPIError) as failed:
+        await store.writes.create([{"title": "never"}])
+    assert isinstance(failed.value.orig, asyncpg.CheckViolationError)
+    assert await store.rows() == {}
+    assert await store.outbox_rows() == []
+
+
+async def test_outbox_rows_are_refused_outside_the_writes_transaction(postgres_store: Store) -> None:
+    """SQLAlchemy begins PostgreSQL's transaction at its first statement; an outbox row sent to the driver
+    before that would commit on its own, so it is refused."""
+    store = postgres_store
+    change = changes.created(store.model, {"id": 1, "title": "alone"})
+    with pytest.raises(RuntimeError, match="inside its transaction"):
+        async with write_transaction(store.engine) as connection:
+            await record_changes(connection, store.outbox, STREAM, [change])
+    assert await store.outbox_rows() == []

@@ -224,3 +224,47 @@ async def test_the_relay_recovers_when_its_database_connections_are_killed(
         "after 1",
         "after 2",
     ]
+
+
+async def test_a_busy_relay_gathers_commits_into_batches_and_an_idle_one_never_waits(
+    postgres_database: DatabaseFactory,
+    make_store: StoreFactory,
+    make_redis_broker: RedisBrokerFactory,
+    make_relay: RelayFactory,
+) -> None:
+    """Under a stream of commits the relay lingers between rounds (`busy_linger`), so each batch costs its
+    SELECT, append and UPDATE once for many rows; a write now and then is published at once all the same."""
+    relays: list[Any] = []
+
+    async def committed(stream: str) -> None:
+        await relays[0].committed(stream)
+
+    store = await make_store(await postgres_database(), committed)
+    broker = make_redis_broker()
+    appends: list[int] = []
+    append = broker.append
+
+    async def counted(stream: str, records: Sequence[Record], *, lease: Lease) -> list[str]:
+        appends.append(len(records))
+        return await append(stream, records, lease=lease)
+
+    broker.append = counted  # type: ignore[method-assign]
+    relays.append(make_relay(store, broker, poll_interval=30.0, busy_linger=0.3))
+    await eventually(lambda: has_lease(relays[0]), what="the relay holds the lease")
+
+    async def writer(n: int) -> None:
+        for i in range(25):
+            await store.writes.create([{"title": f"w{n}-{i}"}])
+
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    await eventually(store.all_published, what="the burst is published")
+    outbox_ids = [row.id for row in await store.outbox_rows()]
+    assert_once_each(await stream_entries(broker), outbox_ids, in_order=False)  # concurrent commits
+    assert sum(appends) == 200
+    assert len(appends) <= 20, appends
+
+    for i in range(3):  # the burst is over: no linger, and the poll (30 s) is not what publishes these
+        started = time.monotonic()
+        await store.writes.create([{"title": f"alone {i}"}])
+        await eventually(store.all_published, timeout=2.0, what="a lone write is published")
+        assert time.monotonic() - started < 2.0
