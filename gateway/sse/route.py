@@ -74,7 +74,7 @@ class ChangeStreamRoutes:
         self._authorise = authorise
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = self._models.get(scope["path"]) if scope["type"] == "http" else None
+        model = self._models.get(route_path(scope)) if scope["type"] == "http" else None
         if model is None or scope["method"] not in METHODS:
             await self.app(scope, receive, send)
             return
@@ -142,6 +142,16 @@ class ChangeStreamRoutes:
 class _Admitted(NamedTuple):
     response: ChangeStreamResponse
     release: Release | None
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app's routes see: without the `root_path` it is mounted at, as Starlette's router
+    strips it, so a gateway mounted under a prefix serves its streams there too."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] == "/":
+        return path[len(root_path) :]
+    return path
 
 
 def stream_path(rest_root: str, model: ModelDef) -> str:

@@ -70,13 +70,14 @@ async def open_stream(
 
 @asynccontextmanager
 async def serve(
-    settings: Settings, *, port: int | None = None, page: str | None = None
+    settings: Settings, *, port: int | None = None, page: str | None = None, mount: str = "/"
 ) -> AsyncIterator[tuple[str, GatewayApp]]:
     """A real uvicorn server (httptools) running `create_app(settings)` in this event loop, so a test can
     look inside the app (hub counts, tasks) while clients talk real HTTP to it. `page`, if given, is served
-    as HTML at `/page` (same origin as the API, as a browser test needs)."""
+    as HTML at `/page` (same origin as the API, as a browser test needs); `mount` is where the gateway is
+    mounted in that outer app."""
     app = create_app(settings)
-    served: Any = app if page is None else _with_page(app, page)
+    served: Any = app if page is None and mount == "/" else _with_page(app, page or "", mount)
     config = uvicorn.Config(
         served, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="on"
     )
@@ -96,11 +97,11 @@ async def serve(
         await task
 
 
-def _with_page(app: GatewayApp, page: str) -> Starlette:
+def _with_page(app: GatewayApp, page: str, mount: str) -> Starlette:
     async def html(_request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
     return Starlette(
-        routes=[Route("/page", html), Mount("/", app=app)],
+        routes=[Route("/page", html), Mount(mount, app=app)],
         lifespan=lambda _outer: app.router.lifespan_context(app),
     )

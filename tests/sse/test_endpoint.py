@@ -299,6 +299,21 @@ async def test_a_client_leaving_is_logged_as_such(
     assert closed.fields["reason"] == "client"  # type: ignore[attr-defined]
 
 
+async def test_a_gateway_mounted_under_a_prefix_serves_its_streams_there(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", models=EXAMPLE_MODELS)
+    async with (
+        serve(settings, mount="/gw") as (url, _),
+        httpx.AsyncClient(base_url=url + "/gw", timeout=10) as client,
+    ):
+        bad = await client.get(STREAM, params={"options": "[]"})
+        assert (bad.status_code, bad.json()["error"]["message"]) == (400, "Value is not an object.")
+        async with open_stream(client, STREAM) as stream:
+            await stream.read_until(lambda s: s.parser.last_event_id != "")
+            await client.post("/api/Todos", json={"title": "mounted"})
+            await stream.read_until(has_data(1))
+        assert [c["data"]["title"] for c in stream.changes()] == ["mounted"]
+
+
 async def test_unfiltered_streams_share_the_stored_bytes(
     gateway: tuple[httpx.AsyncClient, GatewayApp],
 ) -> None:
