@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,21 +22,16 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    Select,
     String,
     Table,
-    Update,
-    bindparam,
     delete,
     func,
-    insert,
     select,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.broker.base import Record
-from gateway.changes import outbox_asyncpg
+from gateway.changes import outbox_driver
 from gateway.changes.change import Change
 
 OUTBOX_TABLE = "gateway_outbox"
@@ -82,75 +76,22 @@ async def record_changes(
     if not changes:
         return
     now = time.time()
-    if _is_postgresql(connection):
-        rows = [(stream, change.encode(), change.encode_before(), now) for change in changes]
-        await outbox_asyncpg.insert(connection, table, rows)
-        return
-    await connection.execute(
-        insert(table),
-        [
-            {
-                "stream": stream,
-                "change": change.encode(),
-                "before": change.encode_before(),
-                "committed_at": now,
-            }
-            for change in changes
-        ],
-    )
+    rows = [(stream, change.encode(), change.encode_before(), now) for change in changes]
+    await outbox_driver.insert(connection, table, rows)
 
 
 async def pending(connection: AsyncConnection, table: Table, stream: str, limit: int) -> list[Record]:
     """The oldest unpublished changes of `stream`, in outbox order."""
-    if _is_postgresql(connection):
-        return await outbox_asyncpg.pending(connection, table, stream, limit)
-    rows = await connection.execute(_pending_query(table), {"stream": stream, "limit": limit})
-    return [Record(row.id, bytes(row.change), _bytes(row.before), row.committed_at) for row in rows]
+    return await outbox_driver.pending(connection, table, stream, limit)
 
 
 async def mark_published(connection: AsyncConnection, table: Table, outbox_ids: Sequence[int]) -> None:
-    if not outbox_ids:
-        return
-    if _is_postgresql(connection):
-        await outbox_asyncpg.mark_published(connection, table, list(outbox_ids), time.time())
-        return
-    await connection.execute(_mark_query(table), {"ids": list(outbox_ids), "now": time.time()})
+    if outbox_ids:
+        await outbox_driver.mark_published(connection, table, list(outbox_ids), time.time())
 
 
-def _is_postgresql(connection: AsyncConnection) -> bool:
-    """PostgreSQL runs the hot statements on asyncpg directly (`outbox_asyncpg`); SQLite, with no round trips
-    to save, keeps SQLAlchemy's."""
-    return connection.dialect.name == "postgresql"
-
-
-# On SQLite the relay runs these two for every batch. Built once per table and kept in its `info` (not in a
-# global cache), they cost no SQL construction per batch: building `id IN (...)` with one bound parameter per
-# id took a fifth of the relay's time.
-
-
-def _pending_query(table: Table) -> Select[Any]:
-    query: Select[Any] | None = table.info.get("gateway_pending")
-    if query is None:
-        built: Select[Any] = (
-            select(table.c.id, table.c.change, table.c.before, table.c.committed_at)
-            .where(table.c.stream == bindparam("stream"), table.c.published_at.is_(None))
-            .order_by(table.c.id)
-            .limit(bindparam("limit", type_=Integer))
-        )
-        query = table.info["gateway_pending"] = built
-    return query
-
-
-def _mark_query(table: Table) -> Update:
-    query: Update | None = table.info.get("gateway_mark_published")
-    if query is None:
-        query = (
-            update(table)
-            .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.published_at.is_(None))
-            .values(published_at=bindparam("now", type_=Double))
-        )
-        table.info["gateway_mark_published"] = query
-    return query
+# The three statements above run for every write or every relay batch: they go to the driver directly
+# (`outbox_driver`), on the caller's connection. The rare ones below keep SQLAlchemy's.
 
 
 async def backlog(connection: AsyncConnection, table: Table) -> int:
@@ -163,7 +104,3 @@ async def delete_published(connection: AsyncConnection, table: Table, older_than
     """Drop rows published before `older_than` (Unix time); they are in the stream now."""
     result = await connection.execute(delete(table).where(table.c.published_at < older_than))
     return int(result.rowcount or 0)
-
-
-def _bytes(value: bytes | memoryview | None) -> bytes | None:
-    return None if value is None else bytes(value)

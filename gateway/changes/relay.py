@@ -52,13 +52,15 @@ class RelaySettings:
 
 class _PublishConnection:
     """The connection of the publish loop's own statements (read the pending rows, mark them published),
-    each of which is atomic on its own.
+    each of which is atomic on its own, so each runs outside any transaction (`outbox_driver` sends them to
+    the driver directly: SQLAlchemy begins none).
 
-    On PostgreSQL it is one pooled connection kept in autocommit mode: taking one from the pool for each
-    statement costs a pre-ping (three round trips with SQLAlchemy's asyncpg adapter) and a transaction two
-    more, and those round trips sat between every commit and its change reaching the stream. After an
-    error the connection is dropped and the next statement takes a fresh one. SQLite, a local file with no
-    round trips, keeps its usual transactions.
+    It is one pooled connection, kept. On PostgreSQL taking one from the pool for each statement costs a
+    pre-ping (three round trips with SQLAlchemy's asyncpg adapter) and a transaction two more, and those round
+    trips sat between every commit and its change reaching the stream. On SQLite a transaction around the
+    mark held the database's one write lock for four hops to aiosqlite's thread, against the writers; a
+    statement on its own holds it for the statement. After an error the connection is dropped and the next
+    statement takes a fresh one.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -67,32 +69,28 @@ class _PublishConnection:
         self._lock = asyncio.Lock()  # one statement at a time on the connection
 
     @contextlib.asynccontextmanager
-    async def statement(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
-        if is_sqlite(self._engine):
-            transaction = write_transaction if write else read_transaction
-            async with transaction(self._engine) as connection:
-                yield connection
-            return
-        async with self._lock, self._held() as connection:
-            yield connection
-
-    @contextlib.asynccontextmanager
-    async def _held(self) -> AsyncIterator[AsyncConnection]:
-        if self._connection is None:
-            connection = await self._engine.connect()
+    async def statement(self) -> AsyncIterator[AsyncConnection]:
+        async with self._lock:
+            if self._connection is None:
+                self._connection = await self._connect()
             try:
-                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                yield self._connection
+                if self._connection.in_transaction():  # SQLAlchemy's autobegin, should anything use it
+                    await self._connection.commit()
             except BaseException:
-                await connection.close()
+                await self.aclose()
                 raise
-            self._connection = connection
+
+    async def _connect(self) -> AsyncConnection:
+        connection = await self._engine.connect()
+        if is_sqlite(self._engine):
+            return connection  # the driver's statements autocommit (`gateway.database`: isolation_level None)
         try:
-            yield self._connection
-            if self._connection.in_transaction():  # SQLAlchemy's autobegin; a no-op for the database
-                await self._connection.commit()
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
         except BaseException:
-            await self.aclose()
+            await connection.close()
             raise
+        return connection
 
     async def aclose(self) -> None:
         """Drop the connection (invalidated: a cancelled statement may have left it mid-reply)."""
@@ -176,7 +174,7 @@ class Relay:
         while True:
             if stream in self._unsure:
                 await self._reconcile(stream)
-            async with self._connection.statement(write=False) as connection:
+            async with self._connection.statement() as connection:
                 records = await pending(connection, self._outbox, stream, self._settings.batch)
             if not records:
                 return published
@@ -191,7 +189,7 @@ class Relay:
                 self._metrics.publish_errors.labels(stream).inc()
                 raise
             self._unsure.add(stream)
-            async with self._connection.statement(write=True) as connection:
+            async with self._connection.statement() as connection:
                 await mark_published(connection, self._outbox, [r.outbox_id for r in records])
             self._unsure.discard(stream)
             now = time.time()
@@ -205,7 +203,7 @@ class Relay:
     async def _reconcile(self, stream: str) -> None:
         """Mark as published whatever of the outbox is already at the stream's tail."""
         entries = await self._broker.tail(stream, 2 * self._settings.batch)
-        async with self._connection.statement(write=True) as connection:
+        async with self._connection.statement() as connection:
             await mark_published(connection, self._outbox, [entry.outbox_id for entry in entries])
         self._unsure.discard(stream)
 

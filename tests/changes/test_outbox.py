@@ -5,6 +5,7 @@ for a while, then deleted, while unpublished ones never are."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from gateway.broker.base import Entry
 from gateway.changes import change as changes
 from gateway.changes import writes as writes_module
-from gateway.changes.outbox import record_changes
+from gateway.changes.outbox import OUTBOX_TABLE, record_changes
+from gateway.changes.outbox_driver import SQLITE_ROWS_PER_INSERT
 from gateway.database import write_transaction
 from gateway.models.rows import to_json_row
 from tests.changes.conftest import (
@@ -26,11 +28,14 @@ from tests.changes.conftest import (
     RedisBrokerFactory,
     RelayFactory,
     Store,
+    StoreFactory,
+    assert_once_each,
     change_of,
     eventually,
     has_lease,
     stream_entries,
 )
+from tests.conftest import DatabaseFactory
 
 
 def q(value: Any) -> str:
@@ -189,19 +194,51 @@ async def test_published_rows_are_deleted_after_the_retention_unpublished_never(
     ]
 
 
-async def test_a_failed_outbox_insert_on_postgresql_rolls_the_write_back(postgres_store: Store) -> None:
-    """The outbox row goes straight to asyncpg (`outbox_asyncpg`), yet in the write's transaction: when it
+FORBID_TODO_CHANGES = {
+    "postgresql": f"ALTER TABLE {OUTBOX_TABLE} ADD CONSTRAINT no_todos CHECK (stream <> '{STREAM}')",
+    "sqlite": f"CREATE TRIGGER no_todos BEFORE INSERT ON {OUTBOX_TABLE} WHEN NEW.stream = '{STREAM}' "
+    "BEGIN SELECT RAISE(ABORT, 'no todos'); END",
+}
+DRIVER_ERRORS = {"postgresql": asyncpg.CheckViolationError, "sqlite": sqlite3.IntegrityError}
+
+
+async def test_a_failed_outbox_insert_rolls_the_write_back(
+    database_url: str, make_store: StoreFactory
+) -> None:
+    """The outbox row goes straight to the driver (`outbox_driver`), yet in the write's transaction: when it
     fails, the error is SQLAlchemy's, as for any statement, and the row change is rolled back with it."""
-    store = postgres_store
+    store = await make_store(database_url)
+    dialect = store.engine.dialect.name
     async with write_transaction(store.engine) as connection:
-        await connection.execute(
-            text(f"ALTER TABLE {store.outbox.name} ADD CONSTRAINT no_todos CHECK (stream <> '{STREAM}')")
-        )
+        await connection.execute(text(FORBID_TODO_CHANGES[dialect]))
     with pytest.raises(DBAPIError) as failed:
         await store.writes.create([{"title": "never"}])
-    assert isinstance(failed.value.orig, asyncpg.CheckViolationError)
+    assert isinstance(failed.value.orig, DRIVER_ERRORS[dialect])
     assert await store.rows() == {}
     assert await store.outbox_rows() == []
+
+
+async def test_many_changes_of_one_write_are_inserted_and_published_in_order(
+    database_url: str,
+    make_store: StoreFactory,
+    make_redis_broker: RedisBrokerFactory,
+    make_relay: RelayFactory,
+) -> None:
+    """More rows than one of SQLite's multi-row INSERTs takes, in one write: all in the outbox, in order,
+    and each published once, in order, in batches whose marks name hundreds of ids."""
+    store = await make_store(database_url)
+    count = 2 * SQLITE_ROWS_PER_INSERT + 50
+    rows = await store.writes.create([{"title": f"row {i}", "priority": i % 5} for i in range(count)])
+    outbox = await store.outbox_rows()
+    assert [r.change["target"] for r in outbox] == [row["id"] for row in rows]
+    assert [r.change["data"]["title"] for r in outbox] == [f"row {i}" for i in range(count)]
+
+    broker = make_redis_broker()
+    make_relay(store, broker, batch=300)
+    await eventually(store.all_published, what="the relay published every change")
+    entries = await stream_entries(broker)
+    assert_once_each(entries, [r.id for r in outbox])
+    assert [change_of(e)["data"]["title"] for e in entries] == [f"row {i}" for i in range(count)]
 
 
 async def test_outbox_rows_are_refused_outside_the_writes_transaction(postgres_store: Store) -> None:
@@ -211,5 +248,18 @@ async def test_outbox_rows_are_refused_outside_the_writes_transaction(postgres_s
     change = changes.created(store.model, {"id": 1, "title": "alone"})
     with pytest.raises(RuntimeError, match="inside its transaction"):
         async with write_transaction(store.engine) as connection:
+            await record_changes(connection, store.outbox, STREAM, [change])
+    assert await store.outbox_rows() == []
+
+
+async def test_outbox_rows_are_refused_outside_a_transaction_on_sqlite(
+    sqlite_database: DatabaseFactory, make_store: StoreFactory
+) -> None:
+    """SQLite begins at `write_transaction` (BEGIN IMMEDIATE); an outbox row sent to aiosqlite on a
+    connection in no transaction would commit on its own, so it is refused."""
+    store = await make_store(await sqlite_database())
+    change = changes.created(store.model, {"id": 1, "title": "alone"})
+    async with store.engine.connect() as connection:
+        with pytest.raises(RuntimeError, match="inside its transaction"):
             await record_changes(connection, store.outbox, STREAM, [change])
     assert await store.outbox_rows() == []

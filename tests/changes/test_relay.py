@@ -1,6 +1,6 @@
 """The relay (DESIGN §3, invariants 1 and 4) against real Redis and PostgreSQL: writes keep succeeding while
-Redis is down and are all published once it is back; a relay killed between its append and its mark, or one
-that froze past its lease, leaves neither a lost nor a duplicated change behind."""
+Redis is down and are all published once it is back; a relay killed between its append and its mark (on
+SQLite too), or one that froze past its lease, leaves neither a lost nor a duplicated change behind."""
 
 from __future__ import annotations
 
@@ -82,14 +82,13 @@ async def test_writes_succeed_while_redis_is_down_and_are_published_when_it_retu
 
 
 async def test_a_relay_killed_between_append_and_mark_leaves_no_duplicate_and_no_gap(
-    postgres_database: DatabaseFactory,
+    database_url: str,
     make_store: StoreFactory,
     make_redis_broker: RedisBrokerFactory,
     redis_url: str,
     redis_prefix: str,
     gateway_processes: GatewayFactory,
 ) -> None:
-    database_url = await postgres_database()
     store = await make_store(database_url)
     await store.writes.create([{"title": f"row {i}"} for i in range(30)])
     ids = [row.id for row in await store.outbox_rows()]
