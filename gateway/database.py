@@ -20,6 +20,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from gateway.regex import sqlite_regexp
+
 MIGRATION_LOCK_KEY = 0x6761_7465_7761_79  # "gateway" as a PostgreSQL advisory lock key
 _WRITE_OPTION = "gateway_write"
 SQLITE_LOWER = "gateway_lower"
@@ -54,6 +56,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
         dbapi_connection.create_function(SQLITE_LOWER, 1, _unicode_lower, deterministic=True)
+        # In place of SQLAlchemy's (Python's backtracking `re`): see gateway/regex.py.
+        dbapi_connection.create_function("regexp", 2, sqlite_regexp, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:

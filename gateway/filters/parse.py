@@ -19,6 +19,7 @@ from gateway.filters.ast import And, Condition, Filter, FilterError, Op, Or, Ord
 from gateway.filters.querystring import NOT_AN_OBJECT
 from gateway.models.definition import ModelDef, PropertyDef, PropertyType
 from gateway.models.rows import MAX_SAFE_INTEGER, parse_date
+from gateway.regex import RegexpError, compile_search
 
 _ID_RANGE: Final = (-(2**63), 2**63 - 1)
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -317,8 +318,8 @@ def _regexp(raw: str, invalid: _Invalid) -> Regexp:
             raise invalid(f"Invalid regex flags: {','.join(wrong)}")
     ignore_case = "i" in flags
     try:
-        re.compile(("(?i)" if ignore_case else "") + pattern)
-    except re.error as exc:
+        compile_search(pattern, ignore_case=ignore_case)
+    except RegexpError as exc:
         raise invalid(f"Invalid regular expression: {exc}") from None
     return Regexp(pattern, ignore_case)
 

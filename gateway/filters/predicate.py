@@ -8,8 +8,8 @@ The semantics are exactly those of `sql.py` (the agreement test holds them toget
 - Strings compare by code point; dates compare as instants (the canonical `...T..:..:..mmmZ` strings of the
   JSON form order like the instants, so they are compared as text without parsing).
 - A value of the wrong type in the row (never produced by `to_json_row`) is treated as NULL.
-- LIKE is matched segment by segment without backtracking, so no pattern can make it slow; `regexp` uses
-  Python's `re.search`, and a client's pathological regular expression costs what it costs in `re`.
+- LIKE is matched segment by segment without backtracking, and `regexp` runs on RE2 (`gateway/regex.py`),
+  so no pattern can make either slow.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Final, TypeAlias
 from gateway.filters.ast import And, Condition, Op, Regexp, Where
 from gateway.models.definition import ModelDef, PropertyDef, PropertyType
 from gateway.models.rows import parse_date
+from gateway.regex import compile_search
 
 Row: TypeAlias = Mapping[str, Any]
 Predicate: TypeAlias = Callable[[Row], bool]
@@ -109,8 +110,7 @@ def _condition(prop: PropertyDef, condition: Condition) -> Predicate:
         return _ordering(read, _ORDERINGS[op], key(value))
     if op is Op.REGEXP:
         assert isinstance(value, Regexp)
-        search = re.compile(value.pattern, re.IGNORECASE if value.ignore_case else 0).search
-        return _matching(read, lambda text: search(text) is not None, negate=False)
+        return _matching(read, compile_search(value.pattern, ignore_case=value.ignore_case), negate=False)
     fold = op in (Op.ILIKE, Op.NILIKE)
     like = _Like(value.lower() if fold else value)
     match = (lambda text: like(text.lower())) if fold else like

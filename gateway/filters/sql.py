@@ -9,9 +9,9 @@ What it takes to make the three agree:
 - ILIKE lowercases like Python's `str.lower`: PostgreSQL's native ILIKE, and on SQLite (whose `lower()` only
   knows ASCII) the `gateway_lower` function that `gateway.database` registers.
   Limitation: PostgreSQL lowercases `İ` and a word-final `Σ` unlike Python, so `ilike` on them may disagree.
-- REGEXP: PostgreSQL `~`/`~*` (its ARE dialect), SQLite SQLAlchemy's Python `re.search` function.
-  Limitation: patterns beyond the syntax both share (literals, `.`, classes, `^ $ * + ? | ()`, `{m,n}`)
-  may match differently on PostgreSQL than in Python (`\\b` is a backspace there, for one).
+- REGEXP: PostgreSQL `~`/`~*` (its ARE dialect), SQLite RE2 (the `regexp` function `gateway.database`
+  registers, as the stream predicate uses). Limitation: patterns beyond the syntax both share (literals, `.`,
+  classes, `^ $ * + ? | ()`, `{m,n}`) may match differently on PostgreSQL (`\\b` is a backspace there).
 - ORDER BY puts NULLs first ascending and last descending, like LoopBack's memory connector, and always
   ends with the primary key so that pages are deterministic.
 """
@@ -96,7 +96,7 @@ def _condition(condition: Condition, table: Table, dialect_name: str) -> ColumnE
     assert isinstance(value, Regexp)
     if dialect_name == "postgresql":
         return column.regexp_match(value.pattern, flags="i" if value.ignore_case else None)
-    # SQLAlchemy's SQLite REGEXP ignores flags; Python's inline flag does the same job.
+    # The SQLite REGEXP function takes no flags; the inline flag does the same job.
     return column.regexp_match(("(?i)" if value.ignore_case else "") + value.pattern)
 
 

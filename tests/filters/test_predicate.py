@@ -225,6 +225,14 @@ def test_like_cannot_be_made_slow() -> None:
     assert time.perf_counter() - started < 0.5
 
 
+def test_regexp_cannot_be_made_slow() -> None:
+    """`(a+)+$` backtracks exponentially in Python's `re` (for 40 `a`s: hours); RE2 runs it in linear time."""
+    matcher = compile_predicate(TODO, parse_where(TODO, {"title": {"regexp": "(a+)+$"}}))
+    started = time.perf_counter()
+    assert matcher({"title": "a" * 5000 + "!"}) is False
+    assert time.perf_counter() - started < 0.5
+
+
 def test_a_compiled_predicate_is_reusable() -> None:
     matcher = compile_predicate(TODO, parse_where(TODO, {"or": [{"title": {"like": "a%"}}, {"done": True}]}))
     assert [matcher(row) for row in ROWS] == [matcher(row) for row in ROWS]
