@@ -114,6 +114,13 @@ def tail(
     url: str | None = typer.Option(
         None, "--url", help="Follow this gateway over HTTP (http://host:port) instead of the broker."
     ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="GATEWAY_TOKEN",
+        help="With --url: a JWT to send as 'Authorization: Bearer'; better passed in GATEWAY_TOKEN, out of "
+        "the shell's history and the process list.",
+    ),
     count: int | None = typer.Option(None, "--count", min=1, help="Exit after this many changes."),
     wait: float = typer.Option(
         0.0, "--wait", min=0, help="Seconds to keep trying to connect at start (later, it resumes alone)."
@@ -136,7 +143,13 @@ def tail(
     try:
         if url is not None:
             opener = RemoteChangeStream(
-                url, model=model, where=where_object, fields=field_names, start=start, open_timeout=wait
+                url,
+                model=model,
+                where=where_object,
+                fields=field_names,
+                start=start,
+                headers={"Authorization": f"Bearer {token}"} if token else None,
+                open_timeout=wait,
             )
         else:
             opener = _local_stream(_settings(), model, where_object, field_names, start, wait)

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -15,6 +16,8 @@ from gateway.client.sse import SSEParser
 from tests.client import post
 from tests.client.conftest import GatewayFactory
 from tests.conftest import EXAMPLE_MODELS
+from tests.polling import eventually
+from tests.security.conftest import NOTE, SECRET, make_token
 from tests.server import ROOT, free_port
 
 
@@ -216,3 +219,30 @@ async def test_tail_errors_are_clear_and_non_zero(
         assert result.out == b"", name
         assert message in result.err, (name, result.err)
         assert "Traceback" not in result.err, (name, result.err)
+
+
+async def test_tail_over_http_sends_a_token_from_the_environment(
+    gateways: GatewayFactory, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "note.json").write_text(json.dumps(NOTE))  # only its owner (or an admin) reads a note
+    secured = {"GATEWAY_AUTH_JWT_SECRET": SECRET, "GATEWAY_MODELS": str(models)}
+    gateway = await gateways(redis_url=redis_url, prefix=redis_prefix, **secured)
+    env = tail_env(redis_url, redis_prefix, GATEWAY_MODELS=str(models))
+    refused = await run_tail(env, "Note", "--url", gateway.url, "--count", "1")
+    assert refused.code == 2
+    assert "401" in refused.err
+    token = make_token("alice")
+    follower = await start_tail({**env, "GATEWAY_TOKEN": token}, "Note", "--url", gateway.url, "--count", "1")
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def written() -> bool:
+            await client.post("/api/Notes", json={"title": "mine"}, headers=headers)
+            return follower.returncode is not None
+
+        await eventually(written, within=20, what="tail printed a change")
+    result = await finish(follower)
+    assert result.code == 0, result.err
+    assert json.loads(result.lines[0])["data"]["title"] == "mine"
