@@ -137,8 +137,8 @@ class StreamReader:
                 if frame is None:
                     continue
                 for subscriber in group.subscribers:
-                    subscriber.push(frame, offset)
-                delivered += len(group.subscribers)
+                    if subscriber.push(frame, offset):
+                        delivered += 1
             self.cursor = offset
         # One write per connection for the whole batch, started here (see Subscriber.flush).
         loop_now = asyncio.get_running_loop().time()

@@ -96,23 +96,26 @@ class Subscriber:
 
     # -- the hub's side --
 
-    def push(self, frame: bytes, offset: str) -> None:
-        """A data frame for the entry at `offset` (or a bookmark of it)."""
+    def push(self, frame: bytes, offset: str) -> bool:
+        """A data frame for the entry at `offset` (or a bookmark of it). True when it was queued for the
+        client; a frame a replaying subscriber holds back counts only when `go_live` queues it."""
         state = self.state
         if state is State.LIVE:
             if self.skip_until is not None:
                 if offset_key(offset) <= self.skip_until:
-                    return
+                    return False
                 self.skip_until = None
             self.last_offset = offset
             self._append(frame)
-        elif state is State.REPLAYING and not self.pending_overflowed:
+            return self.state is State.LIVE  # not cut off by this very frame
+        if state is State.REPLAYING and not self.pending_overflowed:
             self.pending.append((offset, frame))
             self.pending_bytes += len(frame)
             if len(self.pending) > self.max_events or self.pending_bytes > self.max_bytes:
                 self.pending.clear()
                 self.pending_bytes = 0
                 self.pending_overflowed = True
+        return False
 
     def push_control(self, frame: bytes, offset: str | None = None) -> None:
         """A heartbeat, bookmark or reset (live subscribers only); written at once."""
@@ -174,25 +177,25 @@ class Subscriber:
 
     # -- the connection's side --
 
-    def go_live(self, last_offset: str) -> bool:
+    def go_live(self, last_offset: str) -> int | None:
         """Hand over from replay to live delivery after `last_offset` was sent.
 
         Keeps the pending live frames after `last_offset` (dropping what replay already sent) and turns
-        live. Returns False, staying in replay, if live frames were dropped meanwhile: the caller reads
-        further from the broker and tries again.
+        live; returns how many it queued for the client. Returns None, staying in replay, if live frames were
+        dropped meanwhile (the caller reads further from the broker and tries again), or if the subscription
+        ended.
         """
         if self.state is not State.REPLAYING:
-            return self.state is State.LIVE
+            return 0 if self.state is State.LIVE else None
         if self.pending_overflowed:
             self.pending_overflowed = False
-            return False
+            return None
         self.skip_until = offset_key(last_offset)
         self.state = State.LIVE
         pending, self.pending = self.pending, []
         self.pending_bytes = 0
-        for offset, frame in pending:
-            self.push(frame, offset)
-        return self.state is State.LIVE
+        queued = sum(self.push(frame, offset) for offset, frame in pending)
+        return queued if self.state is State.LIVE else None
 
     def needs_task(self) -> bool:
         """Whether the connection task has work: a blocked send to finish, frames a blocked send held

@@ -205,10 +205,17 @@ class ChangeStreamResponse(Response):
             if frames:
                 await self._write(send, b"".join(frames))
                 replayed += len(frames)
-            if len(entries) < REPLAY_PAGE and subscriber.go_live(cursor):
+            if len(entries) < REPLAY_PAGE and self._go_live(cursor):
                 break
         if replayed:
             self._metrics.replayed.labels(self._stream).inc(replayed)
+
+    def _go_live(self, last_offset: str) -> bool:
+        """`Subscriber.go_live`, counting the live frames it queued (held back during the replay)."""
+        queued = self._subscription.subscriber.go_live(last_offset)
+        if queued:
+            self._metrics.delivered.labels(self._stream).inc(queued)
+        return queued is not None
 
     async def _reset(self, send: Send, reason: str) -> None:
         """Tell the client its position cannot be resumed; continue live from where it registered."""
@@ -218,7 +225,7 @@ class ChangeStreamResponse(Response):
         frame = control_frame(self._fmt, "reset", position, {"reason": reason, "position": position})
         await self._write(send, frame)
         subscription.subscriber.last_offset = subscription.start_offset
-        if not subscription.subscriber.go_live(subscription.start_offset):
+        if not self._go_live(subscription.start_offset):
             subscription.subscriber.close("overflow")
 
 

@@ -90,3 +90,30 @@ async def test_a_reader_that_dies_ends_its_streams_and_is_replaced(
     await hub.unsubscribe(subscription)
     await hub.unsubscribe(fresh)
     await hub.aclose()
+
+
+async def test_deliveries_count_only_frames_queued_for_a_client(broker: GatedBroker) -> None:
+    """A resuming subscriber's held-back frames count when `go_live` queues them, not when they arrive:
+    those the replay already sent are dropped then, and were counted as replayed."""
+    broker.gate.set()
+    metrics = Metrics()
+    hub = Hub(broker, HubSettings(), metrics)
+    live = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=False)
+    resuming = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=True)
+    lease = await broker.acquire_lease("Todo", "test", 10)
+    assert lease is not None
+    records = [Record(n, b'{"target":%d,"type":"create"}' % n, None, 0.0) for n in (1, 2, 3)]
+    offsets = await broker.append("Todo", records, lease=lease)
+
+    def delivered() -> float | None:
+        return metrics.registry.get_sample_value("gateway_events_delivered_total", {"model": "Todo"})
+
+    async with asyncio.timeout(5):
+        while delivered() != 3:  # the live subscriber's three, and none of the held-back ones
+            await asyncio.sleep(0.01)
+    assert len(resuming.subscriber.pending) == 3
+    assert resuming.subscriber.go_live(offsets[0]) == 2  # the replay sent the first
+    assert resuming.subscriber.push(b"data: 4\n\n", "9999999999999-0") is True
+    await hub.unsubscribe(live)
+    await hub.unsubscribe(resuming)
+    await hub.aclose()
