@@ -22,7 +22,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ROOT / "examples" / "models"
@@ -49,12 +48,18 @@ class GatewayConfig:
 
 @dataclass
 class RunningGateway:
-    url: str
-    port: int
-    pid: int
-    log: Path
-    urls: list[str]  # one per instance; `url`, `port` and `pid` are the first instance's
+    urls: list[str]  # one per instance
     pids: list[int]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """The first instance's (the only one's, without `instances`)."""
+        return self.urls[0]
+
+    @property
+    def pid(self) -> int:
+        return self.pids[0]
 
 
 def _postgres(sql: str) -> None:
@@ -152,10 +157,7 @@ def gateway(config: GatewayConfig, *, keep_log: bool = False) -> Iterator[Runnin
             wait_ready(urls[-1], processes[-1], log)
         if config.workers > 1:
             time.sleep(1.0)  # every worker is up (readyz answered by one of them)
-        first = processes[0]
-        yield RunningGateway(
-            urls[0], int(urlsplit(urls[0]).port or 0), first.pid, log, urls, [p.pid for p in processes]
-        )
+        yield RunningGateway(urls, [process.pid for process in processes], log)
     finally:
         for process in processes:
             process.send_signal(signal.SIGINT)
