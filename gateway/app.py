@@ -131,6 +131,7 @@ def build_gateway(settings: Settings) -> Gateway:
             max_bytes=settings.subscriber_max_bytes,
             heartbeat=settings.heartbeat,
             bookmark_interval=settings.bookmark_interval,
+            write_timeout=settings.write_timeout,
         ),
         metrics,
     )

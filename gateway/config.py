@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     bookmark_interval: float = Field(default=5.0, gt=0)
     subscriber_max_events: int = Field(default=1000, ge=1)
     subscriber_max_bytes: int = Field(default=1_048_576, ge=1024)
+    write_timeout: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=10_000, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     cors_origins: Annotated[list[str], NoDecode] = []

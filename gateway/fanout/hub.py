@@ -35,6 +35,7 @@ class HubSettings:
     max_bytes: int = 1_048_576
     heartbeat: float = 15.0
     bookmark_interval: float = 5.0
+    write_timeout: float = 30.0  # a socket that accepts nothing this long is cut off
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,10 @@ class Hub:
         self._readers.clear()
 
     @property
+    def settings(self) -> HubSettings:
+        return self._settings
+
+    @property
     def readers(self) -> dict[str, StreamReader]:
         return self._readers
 
@@ -105,8 +110,10 @@ class Hub:
             max_bytes=self._settings.max_bytes,
             replaying=replaying,
             task=asyncio.current_task(),
+            on_stall=self._metrics.stalls.labels(model.stream).inc,
         )
-        subscriber.last_offset = reader.cursor
+        subscriber.sent(reader.cursor)
+        subscriber.epoch = subscriber.delivered_epoch = reader.epoch
         subscriber.last_write = asyncio.get_running_loop().time()
         group.subscribers[subscriber] = None
         if expires_at is not None:
@@ -120,8 +127,8 @@ class Hub:
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         subscriber, reader = subscription.subscriber, subscription.reader
-        if subscriber.close_reason == "slow":
-            self._metrics.slow_cutoffs.labels(reader.stream).inc()
+        if subscriber.close_reason == "write-timeout":
+            self._metrics.slow_cutoffs.labels(reader.stream, "write-timeout").inc()
         subscriber.close("gone")
         reader.remove(subscription.group, subscriber)
         self.count -= 1

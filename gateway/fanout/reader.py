@@ -163,8 +163,9 @@ class StreamReader:
         for group in self.groups.values():
             frame = control_frame(group.fmt, "reset", position, data)
             for subscriber in group.subscribers:
+                subscriber.epoch = epoch
                 if subscriber.state is State.LIVE:
                     subscriber.push_control(frame, offset)
-                else:
-                    subscriber.close(reason)
+                elif subscriber.state is State.REPLAYING:
+                    subscriber.close(reason)  # it resumes from history; a stalled one's catch-up says reset
             self._metrics.resets.labels(self.stream, reason).inc(len(group.subscribers))

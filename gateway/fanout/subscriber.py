@@ -12,7 +12,10 @@ While a resuming subscriber replays history, live frames wait in `pending` with 
 then keeps only those after the last replayed offset. The worker's reader may still be behind what the
 replay read from the broker, so after the handoff live frames up to that offset are skipped too (centrifuge's
 recovery merge: drop what was already sent). Both buffers are bounded in events and bytes:
-- live: a subscriber over its bound is cut off (it resumes with `Last-Event-ID`, from history);
+- live: the bound counts what waits for the socket. A frame that would pass it first writes what waits, so
+  a batch larger than the bound goes out in pieces; only when a write is still under way (the client is
+  not keeping up) does the subscriber stall: it drops its buffer, leaves live fan-out, and its connection
+  catches up from the broker after `delivered` (the resume path), then rejoins live (`go_live`);
 - pending: over its bound it is dropped and flagged, and the replay simply reads further from the broker.
 Neither can stall the reader or grow memory without limit.
 """
@@ -32,8 +35,9 @@ SendBody = Callable[[bytes], Awaitable[None]]
 
 
 class State(enum.Enum):
-    REPLAYING = "replaying"
+    REPLAYING = "replaying"  # reading history (resume or catch-up); live frames wait in `pending`
     LIVE = "live"
+    STALLED = "stalled"  # fell behind: out of live fan-out until the connection starts catching up
     CLOSED = "closed"
 
 
@@ -51,11 +55,15 @@ class Subscriber:
         "buffer",
         "buffered_bytes",
         "close_reason",
+        "delivered_epoch",
+        "delivered_offset",
+        "epoch",
         "error",
         "last_offset",
         "last_write",
         "max_bytes",
         "max_events",
+        "on_stall",
         "pending",
         "pending_bytes",
         "pending_overflowed",
@@ -73,8 +81,10 @@ class Subscriber:
         max_bytes: int,
         replaying: bool,
         task: asyncio.Task[object] | None = None,
+        on_stall: Callable[[], object] | None = None,
     ) -> None:
         self.max_events = max_events
+        self.on_stall = on_stall  # counts the stall (a metric), when it happens
         self.max_bytes = max_bytes
         self.state = State.REPLAYING if replaying else State.LIVE
         self.buffer: list[bytes] = []
@@ -82,7 +92,10 @@ class Subscriber:
         self.pending: list[tuple[str, bytes]] = []
         self.pending_bytes = 0
         self.pending_overflowed = False
-        self.last_offset = ""
+        self.last_offset = ""  # of the newest frame queued for the client (live), or sent (replay)
+        self.epoch = ""  # the stream's epoch as this subscriber's frames carry it
+        self.delivered_epoch = ""  # the position of the newest frame handed to a write: where a stalled
+        self.delivered_offset = ""  # subscriber catches up from
         self.last_write = 0.0
         self.close_reason: str | None = None
         self.sending = False  # a write to the connection is under way (awaited, or blocked)
@@ -105,9 +118,8 @@ class Subscriber:
                 if offset_key(offset) <= self.skip_until:
                     return False
                 self.skip_until = None
-            self.last_offset = offset
-            self._append(frame)
-            return self.state is State.LIVE  # not cut off by this very frame
+            self._append(frame, offset)
+            return self.state is State.LIVE  # not stalled by this very frame
         if state is State.REPLAYING and not self.pending_overflowed:
             self.pending.append((offset, frame))
             self.pending_bytes += len(frame)
@@ -120,21 +132,35 @@ class Subscriber:
     def push_control(self, frame: bytes, offset: str | None = None) -> None:
         """A heartbeat, bookmark or reset (live subscribers only); written at once."""
         if self.state is State.LIVE:
-            if offset is not None:
-                self.last_offset = offset
-            self._append(frame)
+            self._append(frame, offset)
             self.flush(asyncio.get_running_loop().time())
 
-    def _append(self, frame: bytes) -> None:
-        self.buffer.append(frame)
+    def _append(self, frame: bytes, offset: str | None) -> None:
+        buffer = self.buffer
+        if buffer and (len(buffer) >= self.max_events or self.buffered_bytes + len(frame) > self.max_bytes):
+            self.flush(asyncio.get_running_loop().time())  # what waits goes first, if the socket takes it
+            if self.buffer or self.state is not State.LIVE:
+                if self.state is State.LIVE:
+                    self._stall()
+                return
+            buffer = self.buffer
+        if offset is not None:
+            self.last_offset = offset
+        buffer.append(frame)
         self.buffered_bytes += len(frame)
-        if len(self.buffer) > self.max_events or self.buffered_bytes > self.max_bytes:
-            self.close("slow")
-            if self.sending and self.task is not None:
-                self.task.cancel()  # stuck writing to a client that does not read: drop the connection
-            return
         if self.send_body is None:  # otherwise whoever pushed calls `flush`
             self._wake()
+
+    def _stall(self) -> None:
+        """Over the bound while a write is under way: leave live fan-out; the connection catches up."""
+        self.state = State.STALLED
+        self.buffer = []
+        self.buffered_bytes = 0
+        self.last_offset = self.delivered_offset
+        self.skip_until = None
+        if self.on_stall is not None:
+            self.on_stall()
+        self._wake()
 
     def flush(self, now: float) -> None:
         """Write everything buffered now, from the caller's task, when the connection takes it at once.
@@ -177,19 +203,34 @@ class Subscriber:
 
     # -- the connection's side --
 
-    def go_live(self, last_offset: str) -> int | None:
+    def catch_up(self) -> tuple[str, str]:
+        """Start catching up after a stall: from now on live frames wait in `pending` again, as during a
+        resume. Returns the position (epoch, offset) to replay after: the newest frame handed to a write."""
+        assert self.state is State.STALLED
+        self.state = State.REPLAYING
+        self.pending_overflowed = False
+        return self.delivered_epoch, self.delivered_offset
+
+    def sent(self, offset: str) -> None:
+        """The connection wrote, itself, frames up to the entry at `offset` (replay, reset)."""
+        self.last_offset = self.delivered_offset = offset
+        self.delivered_epoch = self.epoch
+
+    def go_live(self, last_offset: str, *, at_head: bool = False) -> int | None:
         """Hand over from replay to live delivery after `last_offset` was sent.
 
         Keeps the pending live frames after `last_offset` (dropping what replay already sent) and turns
         live; returns how many it queued for the client. Returns None, staying in replay, if live frames were
         dropped meanwhile (the caller reads further from the broker and tries again), or if the subscription
-        ended.
+        ended or stalled. `at_head`: `last_offset` is the reader's cursor (after a reset), so nothing
+        pending comes after it and none can have been lost.
         """
         if self.state is not State.REPLAYING:
             return 0 if self.state is State.LIVE else None
-        if self.pending_overflowed:
+        if self.pending_overflowed and not at_head:
             self.pending_overflowed = False
             return None
+        self.pending_overflowed = False
         self.skip_until = offset_key(last_offset)
         self.state = State.LIVE
         pending, self.pending = self.pending, []
@@ -199,8 +240,13 @@ class Subscriber:
 
     def needs_task(self) -> bool:
         """Whether the connection task has work: a blocked send to finish, frames a blocked send held
-        back, or the end of the subscription."""
-        return bool(self.buffer) or self.blocked is not None or self.state is State.CLOSED
+        back, a catch-up to start, or the end of the subscription."""
+        return (
+            bool(self.buffer)
+            or self.blocked is not None
+            or self.state is State.CLOSED
+            or self.state is State.STALLED
+        )
 
     @contextmanager
     def idle(self) -> Iterator[None]:
@@ -246,6 +292,8 @@ class Subscriber:
         data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
         self.buffer = []
         self.buffered_bytes = 0
+        self.delivered_offset = self.last_offset
+        self.delivered_epoch = self.epoch
         return data
 
 

@@ -86,7 +86,19 @@ class Metrics:
         )
         self.slow_cutoffs = Counter(
             "gateway_slow_subscriber_cutoffs",
-            "Subscribers ended because they fell behind their bound",
+            "Slow subscribers ended: socket took nothing for the write timeout, or their catch-up was reset",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.stalls = Counter(
+            "gateway_slow_subscriber_stalls",
+            "Subscribers that fell behind their bound and left live fan-out to catch up from history",
+            ["model"],
+            registry=r,
+        )
+        self.catch_ups = Counter(
+            "gateway_slow_subscriber_catch_ups",
+            "Stalled subscribers that caught up from history and rejoined live fan-out",
             ["model"],
             registry=r,
         )

@@ -65,6 +65,7 @@ class ChangeStreamResponse(Response):
         retry_ms: int,
     ) -> None:
         self.status_code = 200
+        self._timeout = hub.settings.write_timeout
         self.background = None
         self._subscription = subscription
         self._hub = hub
@@ -84,14 +85,19 @@ class ChangeStreamResponse(Response):
                 opening += bookmark_frame(self._fmt, start)
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             if self._resume is not None:
-                await self._replay_watching(receive, send, self._resume)
+                try:
+                    position: Position | None = Position.parse(self._resume)
+                except ValueError:
+                    position = None
+                await self._replay_watching(receive, send, position)
             await self._live(receive, send, scope.get(SERVER_SEND, send))
         finally:
             scope[CLIENT_LEFT] = self._subscription.subscriber.close_reason == "disconnect"
             await self._hub.unsubscribe(self._subscription)
 
-    async def _replay_watching(self, receive: Receive, send: Send, resume: str) -> None:
-        """Replay, with a task watching for the client to leave meanwhile (this one is busy reading)."""
+    async def _replay_watching(self, receive: Receive, send: Send, position: Position | None) -> str | None:
+        """Replay after `position` (None: a malformed one), with a task watching for the client to leave
+        meanwhile (this one is busy reading); returns the reason of the reset sent instead, if any."""
         subscriber = self._subscription.subscriber
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
 
@@ -101,15 +107,17 @@ class ChangeStreamResponse(Response):
 
         watcher.add_done_callback(disconnected)
         try:
-            await self._replay(send, resume)
+            if position is None:
+                return self._reset("history-expired")
+            return await self._replay(send, position)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
     async def _live(self, receive: Receive, send: Send, body_send: Send) -> None:
         """From here the hub writes (`Subscriber.flush`). This task idles in `receive` (to notice the
-        client leaving) and is woken only to finish writes that had to wait for the client, and to write
-        what was buffered before the hand-over."""
+        client leaving) and is woken only to finish writes that had to wait for the client, to write
+        what was buffered before the hand-over, and to catch up from history after a stall."""
         subscriber = self._subscription.subscriber
         loop = asyncio.get_running_loop()
 
@@ -129,6 +137,8 @@ class ChangeStreamResponse(Response):
                 break
             if subscriber.blocked is not None:
                 await self._finish_blocked()
+            elif subscriber.state is State.STALLED:
+                await self._catch_up(receive, send)
             else:
                 await self._write(send, subscriber.take())
                 subscriber.last_write = loop.time()
@@ -138,8 +148,8 @@ class ChangeStreamResponse(Response):
             return
         if reason == "error" and subscriber.error is not None:
             raise subscriber.error
-        if reason == "slow":
-            log.info("stream %s: subscriber cut off, it fell behind its buffer bound", self._stream)
+        if reason == "write-timeout":
+            log.info("stream %s: cut off, its socket accepted nothing for %s s", self._stream, self._timeout)
             raise SubscriberCutOff
         try:
             async with asyncio.timeout(FINAL_WRITE_TIMEOUT):
@@ -147,86 +157,103 @@ class ChangeStreamResponse(Response):
         except TimeoutError:
             raise SubscriberCutOff from None
 
+    async def _catch_up(self, receive: Receive, send: Send) -> None:
+        """A stalled subscriber reads the history it missed at its own pace (the resume path), then
+        rejoins live delivery; `reset` if that history is gone."""
+        subscriber = self._subscription.subscriber
+        epoch, offset = subscriber.catch_up()
+        reset = await self._replay_watching(receive, send, Position(epoch, offset))
+        if reset is not None:
+            self._metrics.slow_cutoffs.labels(self._stream, reset).inc()
+        elif subscriber.state is State.LIVE:
+            self._metrics.catch_ups.labels(self._stream).inc()
+
     async def _write(self, send: Send, data: bytes) -> None:
+        """A write by this task, cut off when the socket takes nothing for the write timeout."""
         subscriber = self._subscription.subscriber
         subscriber.sending = True
         try:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        except asyncio.CancelledError:
-            if subscriber.close_reason == "slow":
-                raise SubscriberCutOff from None
-            raise
+            async with asyncio.timeout(self._timeout):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        except TimeoutError:
+            subscriber.close("write-timeout")
+            raise SubscriberCutOff from None
         finally:
             subscriber.sending = False
 
     async def _finish_blocked(self) -> None:
         subscriber = self._subscription.subscriber
         try:
-            await subscriber.finish_blocked()
-        except asyncio.CancelledError:
-            if subscriber.close_reason == "slow":
-                raise SubscriberCutOff from None
-            raise
+            async with asyncio.timeout(self._timeout):
+                await subscriber.finish_blocked()
+        except TimeoutError:
+            subscriber.close("write-timeout")
+            raise SubscriberCutOff from None
 
-    async def _replay(self, send: Send, resume: str) -> None:
-        """Send what the client missed after `resume`, then hand over to live delivery without gap or
-        duplicate; or say `reset` when that history is not there."""
+    async def _replay(self, send: Send, position: Position) -> str | None:
+        """Send what the client missed after `position`, then hand over to live delivery without gap or
+        duplicate; or say `reset` when that history is not there (and return its reason)."""
         subscription = self._subscription
         subscriber = subscription.subscriber
-        try:
-            position = Position.parse(resume)
-        except ValueError:
-            return await self._reset(send, "history-expired")
-        if position.epoch != subscription.epoch:
-            return await self._reset(send, "epoch-changed")
+        reader = subscription.reader
+        if position.epoch != reader.epoch:
+            return self._reset("epoch-changed")
         cursor = position.offset
-        subscriber.last_offset = cursor
+        subscriber.sent(cursor)
         checked = False
         replayed = 0
         while subscriber.state is State.REPLAYING:
             entries = await self._broker.read(self._stream, cursor, REPLAY_PAGE)
             if entries and (entries[0].prev != cursor or entries[-1].epoch != position.epoch):
                 reason = "epoch-changed" if entries[-1].epoch != position.epoch else "history-expired"
-                return await self._reset(send, reason)
+                return self._reset(reason)
             if not entries and not checked:
                 head = await self._broker.head(self._stream)
                 if head.epoch != position.epoch:
-                    return await self._reset(send, "epoch-changed")
+                    return self._reset("epoch-changed")
                 if offset_key(cursor) > offset_key(head.last):
-                    return await self._reset(send, "history-expired")
+                    return self._reset("history-expired")
             checked = True
             frames = []
+            last = None
             for entry in entries:
                 frame = subscription.group.frame(DecodedEntry(entry))
                 if frame is not None:
                     frames.append(frame)
-                    subscriber.last_offset = entry.offset
+                    last = entry.offset
                 cursor = entry.offset
             if frames:
                 await self._write(send, b"".join(frames))
+                assert last is not None
+                subscriber.sent(last)
                 replayed += len(frames)
             if len(entries) < REPLAY_PAGE and self._go_live(cursor):
                 break
         if replayed:
             self._metrics.replayed.labels(self._stream).inc(replayed)
+        return None
 
-    def _go_live(self, last_offset: str) -> bool:
+    def _go_live(self, last_offset: str, *, at_head: bool = False) -> bool:
         """`Subscriber.go_live`, counting the live frames it queued (held back during the replay)."""
-        queued = self._subscription.subscriber.go_live(last_offset)
+        queued = self._subscription.subscriber.go_live(last_offset, at_head=at_head)
         if queued:
             self._metrics.delivered.labels(self._stream).inc(queued)
         return queued is not None
 
-    async def _reset(self, send: Send, reason: str) -> None:
-        """Tell the client its position cannot be resumed; continue live from where it registered."""
+    def _reset(self, reason: str) -> str:
+        """Tell the client its position cannot be continued, as the first frame of live delivery from the
+        reader's cursor (everything held back is at or before it)."""
         subscription = self._subscription
-        position = subscription.start_position
+        subscriber = subscription.subscriber
+        reader = subscription.reader
+        offset = reader.cursor
+        position = reader.position(offset)
         self._metrics.resets.labels(self._stream, reason).inc()
+        subscriber.epoch = reader.epoch
+        self._go_live(offset, at_head=True)
         frame = control_frame(self._fmt, "reset", position, {"reason": reason, "position": position})
-        await self._write(send, frame)
-        subscription.subscriber.last_offset = subscription.start_offset
-        if not self._go_live(subscription.start_offset):
-            subscription.subscriber.close("overflow")
+        subscriber.push_control(frame, offset)
+        return reason
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

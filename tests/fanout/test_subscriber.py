@@ -91,3 +91,69 @@ async def test_a_connection_busy_writing_is_not_interrupted() -> None:
     subscriber.take()
     subscriber.push(b"data: 2\n\n", "2-0")  # nobody idles: nothing to cancel, nothing raised
     assert subscriber.take() == b"data: 2\n\n"
+
+
+def connected(sent: list[bytes], *, suspend: bool = False) -> Subscriber:
+    """A live subscriber whose `send_body` records each write; with `suspend`, every write waits."""
+    subscriber = Subscriber(max_events=3, max_bytes=100, replaying=False)
+
+    async def send_body(data: bytes) -> None:
+        sent.append(data)
+        if suspend:
+            await asyncio.get_running_loop().create_future()
+
+    subscriber.send_body = send_body
+    return subscriber
+
+
+async def test_a_batch_larger_than_the_bound_goes_out_in_pieces() -> None:
+    sent: list[bytes] = []
+    subscriber = connected(sent)
+    for n in range(10):
+        assert subscriber.push(b"%d;" % n, f"{n + 1}-0")
+    subscriber.flush(0.0)
+    assert sent == [b"0;1;2;", b"3;4;5;", b"6;7;8;", b"9;"]
+    assert subscriber.state is State.LIVE
+    assert (subscriber.delivered_offset, subscriber.last_offset) == ("10-0", "10-0")
+
+
+async def test_a_frame_bigger_than_the_bound_alone_is_still_delivered() -> None:
+    sent: list[bytes] = []
+    subscriber = connected(sent)
+    assert subscriber.push(b"x" * 500, "1-0")
+    subscriber.flush(0.0)
+    assert sent == [b"x" * 500]
+
+
+async def test_over_the_bound_while_a_write_waits_it_stalls_and_catches_up_from_what_was_written() -> None:
+    sent: list[bytes] = []
+    stalls: list[None] = []
+    subscriber = connected(sent, suspend=True)
+    subscriber.on_stall = lambda: stalls.append(None)
+    subscriber.epoch = "e"
+    assert subscriber.push(b"1;", "1-0")
+    subscriber.flush(0.0)  # this write waits for the client
+    assert subscriber.blocked is not None
+    for n in (2, 3, 4):
+        assert subscriber.push(b"%d;" % n, f"{n}-0")
+    assert not subscriber.push(b"5;", "5-0")  # one more than the bound, while a write waits
+    assert (subscriber.state, subscriber.buffer, len(stalls)) == (State.STALLED, [], 1)
+    assert subscriber.needs_task()
+    assert not subscriber.push(b"6;", "6-0")  # out of live fan-out: nothing is kept
+    assert subscriber.catch_up() == ("e", "1-0")  # the frames it dropped are read from history
+    assert not subscriber.push(b"7;", "7-0")  # held back while it replays
+    assert subscriber.go_live("6-0") == 1  # the replay sent up to 6
+    assert subscriber.buffer == [b"7;"]
+    assert subscriber.blocked is not None
+    subscriber.blocked[0].close()
+
+
+async def test_a_reset_at_the_head_goes_live_even_after_held_back_frames_were_dropped() -> None:
+    subscriber = Subscriber(max_events=2, max_bytes=100, replaying=True)
+    for n in (1, 2, 3):
+        subscriber.push(b"%d;" % n, f"{n}-0")
+    assert subscriber.go_live("0-5") is None  # held-back frames were dropped: read further
+    for n in (4, 5, 6):
+        subscriber.push(b"%d;" % n, f"{n}-0")
+    assert subscriber.go_live("6-0", at_head=True) == 0
+    assert subscriber.state is State.LIVE

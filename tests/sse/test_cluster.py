@@ -169,13 +169,14 @@ def _rss_kb(pid: int) -> int:
 async def test_a_stalled_client_is_cut_off_and_hurts_nobody(
     cluster: Cluster, stalled_socket: Callable[[int, str], socket.socket]
 ) -> None:
-    """A client that never reads is ended at its buffer bound; 100 readers on the same worker get every
-    event, promptly, and the worker's memory stays bounded."""
-    (gateway,) = cluster(1, subscriber_max_bytes=65536)
+    """A client that never reads stalls at its buffer bound and is ended when its socket has accepted
+    nothing for the write timeout; 100 readers on the same worker get every event, promptly, and the
+    worker's memory stays bounded."""
+    (gateway,) = cluster(1, subscriber_max_bytes=65536, write_timeout=2)
     assert gateway.process is not None
     stalled_socket(gateway.port, STREAM)
     payload = "x" * 16_000
-    cut_off = 'gateway_slow_subscriber_cutoffs_total{model="Todo"} 1.0'
+    cut_off = 'gateway_slow_subscriber_cutoffs_total{model="Todo",reason="write-timeout"} 1.0'
     limits = httpx.Limits(max_connections=150)
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as http:
         ready = asyncio.Semaphore(0)
