@@ -28,13 +28,22 @@ from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 
 from gateway.broker.base import Broker, BrokerError, Entry
+from gateway.broker.continuity import (
+    ZERO_OFFSET,
+    Discontinuity,
+    Position,
+    ResetReason,
+    check_entry,
+    check_head,
+    check_resume,
+    format_position,
+)
 from gateway.broker.factory import broker_from_url
-from gateway.broker.position import ZERO_OFFSET, Position, offset_key
 from gateway.config import Settings
 from gateway.fanout.view import Predicate, filtered_change
 from gateway.filters import compile_predicate, parse_fields, parse_where
@@ -43,7 +52,6 @@ from gateway.models.loader import load_registry
 
 log = logging.getLogger("gateway.streams")
 
-ResetReason: TypeAlias = Literal["history-expired", "epoch-changed"]
 _T = TypeVar("_T")
 
 READ_BATCH = 500
@@ -216,7 +224,7 @@ class ChangeStream:
             return None
         if self._queue:
             return self._delivered
-        return f"{self._epoch}-{self._cursor}"
+        return format_position(self._epoch, self._cursor)
 
     async def __aenter__(self) -> ChangeStream:
         try:
@@ -244,16 +252,16 @@ class ChangeStream:
             first = await self._broker.read(self._stream, ZERO_OFFSET, 1)
             if first and first[0].epoch == head.epoch:
                 self._cursor = first[0].prev
-        self._delivered = f"{self._epoch}-{self._cursor}"
+        self._delivered = format_position(self._epoch, self._cursor)
         if self._start not in ("now", "earliest"):
             self._delivered = self._start
-            position = Position.parse(self._start)
-            if position.epoch != head.epoch:
-                self._reset("epoch-changed", head.epoch, ZERO_OFFSET)
-            elif offset_key(position.offset) > offset_key(head.last):
-                self._reset("history-expired", head.epoch, head.last)
+            start = check_resume(self._start, head.epoch, head.last)
+            if isinstance(start, Position):
+                start = check_head(start.epoch, start.offset, head) or start
+            if isinstance(start, Discontinuity):
+                self._reset(start)
             else:
-                self._cursor = position.offset
+                self._cursor = start.offset
         self._opened = True
 
     async def aclose(self) -> None:
@@ -309,26 +317,21 @@ class ChangeStream:
             self._check_head = True
             return
         for entry in entries:
-            if entry.epoch != self._epoch:
-                # The broker lost its history. This read started from an offset of the old epoch, so it
-                # may have skipped the new epoch's first entries: read the new epoch from its beginning.
-                self._reset("epoch-changed", entry.epoch, ZERO_OFFSET)
-                return
+            discontinuity = check_entry(self._epoch, self._cursor, entry)
+            if discontinuity is not None:
+                self._reset(discontinuity)
+                if discontinuity.resume.offset != entry.prev:
+                    return  # it continues before this entry (a new epoch's start): read on from there
             self._take(entry)
 
     async def _verify_head(self) -> None:
         """Between reads: notice a broker that lost its history (restarted empty, flushed, stream deleted)."""
-        head = await self._broker.head(self._stream)
-        if head.epoch != self._epoch:
-            # Everything of the new epoch comes after the loss: continue from its beginning.
-            self._reset("epoch-changed", head.epoch, ZERO_OFFSET)
-        elif offset_key(head.last) < offset_key(self._cursor):
-            self._reset("history-expired", head.epoch, head.last)
+        discontinuity = check_head(self._epoch, self._cursor, await self._broker.head(self._stream))
+        if discontinuity is not None:
+            self._reset(discontinuity)
 
     def _take(self, entry: Entry) -> None:
-        """Check that `entry` (of this stream's epoch) follows the cursor; queue what this stream sees."""
-        if entry.prev != self._cursor:  # trimmed before this stream read it: continue from what is left
-            self._reset("history-expired", entry.epoch, entry.prev)
+        """Queue what this stream sees of `entry` (which continues the stream)."""
         self._cursor = entry.offset
         before = orjson.loads(entry.before) if entry.before is not None else None
         change = filtered_change(
@@ -339,12 +342,13 @@ class ChangeStream:
             fields=self._fields,
         )
         if change is not None:
-            self._queue.append(Change(f"{entry.epoch}-{entry.offset}", change))
+            self._queue.append(Change(format_position(entry.epoch, entry.offset), change))
 
-    def _reset(self, reason: ResetReason, epoch: str, offset: str) -> None:
-        log.warning("change stream %s: %s; continuing after %s-%s", self._stream, reason, epoch, offset)
-        self._epoch, self._cursor = epoch, offset
-        self._queue.append(Reset(reason, f"{epoch}-{offset}"))
+    def _reset(self, discontinuity: Discontinuity) -> None:
+        reason, resume = discontinuity.reason, discontinuity.resume
+        log.warning("change stream %s: %s; continuing after %s", self._stream, reason, resume)
+        self._epoch, self._cursor = resume.epoch, resume.offset
+        self._queue.append(Reset(reason, str(resume)))
 
 
 def open_change_stream(

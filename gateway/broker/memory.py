@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from gateway.broker.base import BrokerError, Entry, Lease, LeaseLost, Record, StreamHead
-from gateway.broker.position import ZERO_OFFSET, new_epoch, offset_key
+from gateway.broker.continuity import ZERO_OFFSET, new_epoch, offset_key
 
 LISTENER_QUEUE_SIZE = 1024
 """Notifications a listener may have pending; later ones are dropped (listeners poll anyway)."""

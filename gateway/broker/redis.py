@@ -37,7 +37,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.typing import StreamRangeResponse, XReadResponse
 
 from gateway.broker.base import BrokerError, Entry, Lease, LeaseLost, Record, StreamHead
-from gateway.broker.position import ZERO_OFFSET, new_epoch, offset_key
+from gateway.broker.continuity import ZERO_OFFSET, new_epoch, offset_key
 
 RedisClient: TypeAlias = Redis | RedisCluster
 _T = TypeVar("_T")

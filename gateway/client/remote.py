@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.broker.position import ZERO_OFFSET, Position
+from gateway.broker.continuity import ZERO_OFFSET, Position, format_position
 from gateway.client.sse import ServerSentEvent, SSEParser
 from gateway.streams import (
     Change,
@@ -199,7 +199,7 @@ class RemoteChangeStream:
             await self._connect(None)
             first = await self._first_position()
             await self._disconnect()
-            self._latest = f"{Position.parse(first).epoch}-{ZERO_OFFSET}"
+            self._latest = format_position(Position.parse(first).epoch, ZERO_OFFSET)
             await self._connect(self._latest)
         else:
             self._latest = self._start

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.broker.base import Entry
+from gateway.broker.continuity import format_position
 from gateway.fanout.subscriber import Subscriber
 from gateway.fanout.view import Predicate, filtered_change
 from gateway.sse.frames import Format, data_frame
@@ -28,7 +29,7 @@ class DecodedEntry:
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
         self.offset = entry.offset
-        self.position = f"{entry.epoch}-{entry.offset}".encode()
+        self.position = format_position(entry.epoch, entry.offset).encode()
         self._change: dict[str, Any] | None = None
         self._before: dict[str, Any] | None = None
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.broker.base import Broker
-from gateway.broker.position import offset_key
+from gateway.broker.continuity import format_position, offset_key
 from gateway.fanout.group import Group, GroupKey
 from gateway.fanout.reader import StreamReader
 from gateway.fanout.subscriber import State, Subscriber
@@ -50,7 +50,7 @@ class Subscription:
 
     @property
     def start_position(self) -> str:
-        return f"{self.epoch}-{self.start_offset}"
+        return format_position(self.epoch, self.start_offset)
 
 
 class Hub:

@@ -1,9 +1,10 @@
 """One reader task per model stream per worker: read the broker in batches and fan each entry out.
 
-The reader owns the worker's cursor in the stream. It checks every entry against what it saw before: an
-entry of another epoch means the broker lost its history, an entry whose `prev` is not the cursor means
-entries were trimmed before this worker read them. Either way its subscribers are told (`event: reset`)
-rather than silently handed a hole.
+The reader owns the worker's cursor in the stream. It checks every entry against what it saw before
+(`gateway.broker.continuity`): an entry of another epoch means the broker lost its history, an entry whose
+`prev` is not the cursor means entries were trimmed before this worker read them. Either way its
+subscribers are told (`event: reset`) rather than silently handed a hole, and the reader continues where
+the continuity rule says.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from gateway.broker.base import Broker, BrokerError, Entry
-from gateway.broker.position import offset_key
+from gateway.broker.continuity import Discontinuity, check_entry, check_head, format_position
 from gateway.fanout.group import DecodedEntry, Group, GroupKey
 from gateway.fanout.subscriber import State, Subscriber
 from gateway.fanout.view import Predicate
@@ -47,7 +48,7 @@ class StreamReader:
         return not self.groups
 
     def position(self, offset: str | None = None) -> str:
-        return f"{self.epoch}-{offset or self.cursor}"
+        return format_position(self.epoch, offset or self.cursor)
 
     async def start(self) -> None:
         """Take the stream's head as the cursor, then read from there."""
@@ -115,21 +116,20 @@ class StreamReader:
 
     async def _check_head(self) -> None:
         """While idle: notice a broker that lost its history (restarted empty, flushed)."""
-        head = await self._broker.head(self.stream)
-        if head.epoch != self.epoch:
-            self._reset_all("epoch-changed", head.epoch, head.last)
-        elif offset_key(head.last) < offset_key(self.cursor):
-            self._reset_all("history-expired", head.epoch, head.last)
+        discontinuity = check_head(self.epoch, self.cursor, await self._broker.head(self.stream))
+        if discontinuity is not None:
+            self._reset_all(discontinuity)
 
     def dispatch(self, entries: list[Entry]) -> None:
         """Hand `entries` to every group; synchronous, so no subscriber can register halfway through."""
         delivered = 0
         groups = list(self.groups.values())
         for entry in entries:
-            if entry.epoch != self.epoch:
-                self._reset_all("epoch-changed", entry.epoch, entry.prev)
-            elif entry.prev != self.cursor:
-                self._reset_all("history-expired", entry.epoch, entry.prev)
+            discontinuity = check_entry(self.epoch, self.cursor, entry)
+            if discontinuity is not None:
+                self._reset_all(discontinuity)
+                if discontinuity.resume.offset != entry.prev:
+                    break  # it continues before this entry (a new epoch's start): read on from there
             decoded = DecodedEntry(entry)
             offset = entry.offset
             for group in groups:
@@ -154,18 +154,18 @@ class StreamReader:
         if delivered:
             metrics.delivered.labels(self.stream).inc(delivered)
 
-    def _reset_all(self, reason: str, epoch: str, offset: str) -> None:
+    def _reset_all(self, discontinuity: Discontinuity) -> None:
         """The stream cannot continue where its subscribers are: tell live ones, end replaying ones."""
+        reason, resume = discontinuity.reason, discontinuity.resume
         log.warning("stream %s: %s; resetting %d subscriber groups", self.stream, reason, len(self.groups))
-        self.epoch, self.cursor = epoch, offset
-        position = self.position(offset)
+        self.epoch, self.cursor = resume.epoch, resume.offset
+        position = str(resume)
         data = {"reason": reason, "position": position}
         for group in self.groups.values():
             frame = control_frame(group.fmt, "reset", position, data)
             for subscriber in group.subscribers:
-                subscriber.epoch = epoch
                 if subscriber.state is State.LIVE:
-                    subscriber.push_control(frame, offset)
+                    subscriber.push_reset(frame, resume.epoch, resume.offset)
                 elif subscriber.state is State.REPLAYING:
                     subscriber.close(reason)  # it resumes from history; a stalled one's catch-up says reset
             self._metrics.resets.labels(self.stream, reason).inc(len(group.subscribers))

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gateway.broker.position import offset_key
+from gateway.broker.continuity import offset_key
 
 SendBody = Callable[[bytes], Awaitable[None]]
 """Starts the ASGI send of one body chunk (the connection's `send`, with the message filled in)."""
@@ -135,6 +135,12 @@ class Subscriber:
             self._append(frame, offset)
             self.flush(asyncio.get_running_loop().time())
 
+    def push_reset(self, frame: bytes, epoch: str, offset: str) -> None:
+        """A reset: the stream continues after `offset` of `epoch` (earlier offsets may follow it)."""
+        self.epoch = epoch
+        self.skip_until = None
+        self.push_control(frame, offset)
+
     def _append(self, frame: bytes, offset: str | None) -> None:
         buffer = self.buffer
         if buffer and (len(buffer) >= self.max_events or self.buffered_bytes + len(frame) > self.max_bytes):
@@ -216,21 +222,19 @@ class Subscriber:
         self.last_offset = self.delivered_offset = offset
         self.delivered_epoch = self.epoch
 
-    def go_live(self, last_offset: str, *, at_head: bool = False) -> int | None:
+    def go_live(self, last_offset: str) -> int | None:
         """Hand over from replay to live delivery after `last_offset` was sent.
 
         Keeps the pending live frames after `last_offset` (dropping what replay already sent) and turns
         live; returns how many it queued for the client. Returns None, staying in replay, if live frames were
         dropped meanwhile (the caller reads further from the broker and tries again), or if the subscription
-        ended or stalled. `at_head`: `last_offset` is the reader's cursor (after a reset), so nothing
-        pending comes after it and none can have been lost.
+        ended or stalled.
         """
         if self.state is not State.REPLAYING:
             return 0 if self.state is State.LIVE else None
-        if self.pending_overflowed and not at_head:
+        if self.pending_overflowed:
             self.pending_overflowed = False
             return None
-        self.pending_overflowed = False
         self.skip_until = offset_key(last_offset)
         self.state = State.LIVE
         pending, self.pending = self.pending, []

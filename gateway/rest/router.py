@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from gateway.broker.base import Broker, BrokerError
-from gateway.broker.position import Position
+from gateway.broker.continuity import Position
 from gateway.changes.writes import ModelWrites
 from gateway.filters import And, Condition, Filter, Op, argument, parse_fields, parse_filter, parse_where
 from gateway.models.definition import ModelDef

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.broker.base import Broker
-from gateway.broker.position import Position, offset_key
+from gateway.broker.continuity import Discontinuity, Position, check_entry, check_head, check_resume
 from gateway.fanout.group import DecodedEntry
 from gateway.fanout.hub import Hub, Subscription
 from gateway.fanout.subscriber import State, SubscriberCutOff
@@ -85,19 +85,18 @@ class ChangeStreamResponse(Response):
                 opening += bookmark_frame(self._fmt, start)
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             if self._resume is not None:
-                try:
-                    position: Position | None = Position.parse(self._resume)
-                except ValueError:
-                    position = None
-                await self._replay_watching(receive, send, position)
+                reader = self._subscription.reader
+                resume = check_resume(self._resume, reader.epoch, reader.cursor)
+                await self._replay_watching(receive, send, resume)
             await self._live(receive, send, scope.get(SERVER_SEND, send))
         finally:
             scope[CLIENT_LEFT] = self._subscription.subscriber.close_reason == "disconnect"
             await self._hub.unsubscribe(self._subscription)
 
-    async def _replay_watching(self, receive: Receive, send: Send, position: Position | None) -> str | None:
-        """Replay after `position` (None: a malformed one), with a task watching for the client to leave
-        meanwhile (this one is busy reading); returns the reason of the reset sent instead, if any."""
+    async def _replay_watching(
+        self, receive: Receive, send: Send, start: Position | Discontinuity
+    ) -> str | None:
+        """`_replay`, with a task watching for the client to leave meanwhile (this one is busy reading)."""
         subscriber = self._subscription.subscriber
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
 
@@ -107,9 +106,7 @@ class ChangeStreamResponse(Response):
 
         watcher.add_done_callback(disconnected)
         try:
-            if position is None:
-                return self._reset("history-expired")
-            return await self._replay(send, position)
+            return await self._replay(send, start)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -190,69 +187,71 @@ class ChangeStreamResponse(Response):
             subscriber.close("write-timeout")
             raise SubscriberCutOff from None
 
-    async def _replay(self, send: Send, position: Position) -> str | None:
-        """Send what the client missed after `position`, then hand over to live delivery without gap or
-        duplicate; or say `reset` when that history is not there (and return its reason)."""
-        subscription = self._subscription
-        subscriber = subscription.subscriber
-        reader = subscription.reader
-        if position.epoch != reader.epoch:
-            return self._reset("epoch-changed")
-        cursor = position.offset
+    async def _replay(self, send: Send, start: Position | Discontinuity) -> str | None:
+        """Send what the client missed after `start`, then hand over to live delivery without gap or
+        duplicate. Where that history is not there, say `reset` and continue where the continuity rule
+        says (`gateway.broker.continuity`); returns the reason of the first reset told, if any."""
+        subscriber = self._subscription.subscriber
+        group = self._subscription.group
+        told: str | None = None
+        if isinstance(start, Discontinuity):
+            told = await self._tell_reset(send, start)
+            start = start.resume
+        epoch, cursor = start.epoch, start.offset
         subscriber.sent(cursor)
-        checked = False
+        checked = False  # whether the head was asked, when a read finds nothing
         replayed = 0
         while subscriber.state is State.REPLAYING:
             entries = await self._broker.read(self._stream, cursor, REPLAY_PAGE)
-            if entries and (entries[0].prev != cursor or entries[-1].epoch != position.epoch):
-                reason = "epoch-changed" if entries[-1].epoch != position.epoch else "history-expired"
-                return self._reset(reason)
+            discontinuity = None
             if not entries and not checked:
-                head = await self._broker.head(self._stream)
-                if head.epoch != position.epoch:
-                    return self._reset("epoch-changed")
-                if offset_key(cursor) > offset_key(head.last):
-                    return self._reset("history-expired")
+                discontinuity = check_head(epoch, cursor, await self._broker.head(self._stream))
             checked = True
             frames = []
             last = None
             for entry in entries:
-                frame = subscription.group.frame(DecodedEntry(entry))
+                discontinuity = check_entry(epoch, cursor, entry)
+                if discontinuity is not None:
+                    break
+                frame = group.frame(DecodedEntry(entry))
                 if frame is not None:
                     frames.append(frame)
                     last = entry.offset
                 cursor = entry.offset
-            if frames:
+            if last is not None:
                 await self._write(send, b"".join(frames))
-                assert last is not None
                 subscriber.sent(last)
                 replayed += len(frames)
+            if discontinuity is not None:
+                told = told or discontinuity.reason
+                await self._tell_reset(send, discontinuity)
+                epoch, cursor = discontinuity.resume.epoch, discontinuity.resume.offset
+                checked = False
+                continue
             if len(entries) < REPLAY_PAGE and self._go_live(cursor):
                 break
         if replayed:
             self._metrics.replayed.labels(self._stream).inc(replayed)
-        return None
+        return told
 
-    def _go_live(self, last_offset: str, *, at_head: bool = False) -> bool:
+    def _go_live(self, last_offset: str) -> bool:
         """`Subscriber.go_live`, counting the live frames it queued (held back during the replay)."""
-        queued = self._subscription.subscriber.go_live(last_offset, at_head=at_head)
+        queued = self._subscription.subscriber.go_live(last_offset)
         if queued:
             self._metrics.delivered.labels(self._stream).inc(queued)
         return queued is not None
 
-    def _reset(self, reason: str) -> str:
-        """Tell the client its position cannot be continued, as the first frame of live delivery from the
-        reader's cursor (everything held back is at or before it)."""
-        subscription = self._subscription
-        subscriber = subscription.subscriber
-        reader = subscription.reader
-        offset = reader.cursor
-        position = reader.position(offset)
+    async def _tell_reset(self, send: Send, discontinuity: Discontinuity) -> str:
+        """Tell the client its position cannot be continued, and where the stream continues instead."""
+        subscriber = self._subscription.subscriber
+        reason, resume = discontinuity.reason, discontinuity.resume
+        position = str(resume)
         self._metrics.resets.labels(self._stream, reason).inc()
-        subscriber.epoch = reader.epoch
-        self._go_live(offset, at_head=True)
-        frame = control_frame(self._fmt, "reset", position, {"reason": reason, "position": position})
-        subscriber.push_control(frame, offset)
+        subscriber.epoch = resume.epoch
+        await self._write(
+            send, control_frame(self._fmt, "reset", position, {"reason": reason, "position": position})
+        )
+        subscriber.sent(resume.offset)
         return reason
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.broker import Broker, Record, StreamHead
-from gateway.broker.position import ZERO_OFFSET
+from gateway.broker.continuity import ZERO_OFFSET
 from tests.polling import eventually as eventually  # re-exported for the tests of this package
 
 

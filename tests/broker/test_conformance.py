@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gateway.broker import Broker, BrokerError, LeaseLost, Record, StreamHead
-from gateway.broker.position import ZERO_OFFSET, offset_key
+from gateway.broker.continuity import ZERO_OFFSET, offset_key
 
 from . import eventually, offsets_of, records, still_pending
 from .conftest import BrokerFactory

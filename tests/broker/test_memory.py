@@ -8,7 +8,7 @@ import pytest
 
 from gateway.broker import MemoryBroker
 from gateway.broker import memory as memory_module
-from gateway.broker.position import ZERO_OFFSET, offset_key
+from gateway.broker.continuity import ZERO_OFFSET, offset_key
 
 from . import offsets_of, records
 

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from gateway.broker import BrokerError, LeaseLost, RedisBroker, broker_from_url
-from gateway.broker.position import ZERO_OFFSET
+from gateway.broker.continuity import ZERO_OFFSET
 from tests.redis_server import RedisServer, RedisServers
 
 from . import eventually, offsets_of, records, still_pending

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import Gateway
 from gateway.broker import Broker, broker_from_url
 from gateway.broker.base import Entry
-from gateway.broker.position import ZERO_OFFSET
+from gateway.broker.continuity import ZERO_OFFSET
 from gateway.broker.redis import RedisBroker
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings

@@ -146,14 +146,3 @@ async def test_over_the_bound_while_a_write_waits_it_stalls_and_catches_up_from_
     assert subscriber.buffer == [b"7;"]
     assert subscriber.blocked is not None
     subscriber.blocked[0].close()
-
-
-async def test_a_reset_at_the_head_goes_live_even_after_held_back_frames_were_dropped() -> None:
-    subscriber = Subscriber(max_events=2, max_bytes=100, replaying=True)
-    for n in (1, 2, 3):
-        subscriber.push(b"%d;" % n, f"{n}-0")
-    assert subscriber.go_live("0-5") is None  # held-back frames were dropped: read further
-    for n in (4, 5, 6):
-        subscriber.push(b"%d;" % n, f"{n}-0")
-    assert subscriber.go_live("6-0", at_head=True) == 0
-    assert subscriber.state is State.LIVE

@@ -227,16 +227,19 @@ async def test_resume_replays_exactly_what_was_missed(gateway: tuple[httpx.Async
 
 
 @pytest.mark.parametrize(
-    ("make_position", "reason"),
+    ("make_position", "reason", "titles"),
     [
-        (lambda p: "garbage", "history-expired"),
-        (lambda p: "zzzzzzzz" + p[8:], "epoch-changed"),
-        (lambda p: p.rsplit("-", 2)[0] + "-99999999999999-0", "history-expired"),
+        (lambda p: "garbage", "history-expired", ["new"]),  # nothing is known: from the head
+        (lambda p: "zzzzzzzz" + p[8:], "epoch-changed", ["old", "new"]),  # from the epoch's start
+        (lambda p: p.rsplit("-", 2)[0] + "-99999999999999-0", "history-expired", ["new"]),  # the future
+        (lambda p: p.rsplit("-", 2)[0] + "-18446744073709551616-0", "history-expired", ["new"]),  # > 2^64
+        (lambda p: p.rsplit("-", 2)[0] + "-\u0661-0", "history-expired", ["new"]),  # a non-ASCII digit
     ],
 )
-async def test_unusable_positions_get_a_reset_then_live(
-    gateway: tuple[httpx.AsyncClient, GatewayApp], make_position: Any, reason: str
+async def test_unusable_positions_get_a_reset_then_continue(
+    gateway: tuple[httpx.AsyncClient, GatewayApp], make_position: Any, reason: str, titles: list[str]
 ) -> None:
+    """Where the stream continues after the reset is the continuity rule's (`gateway.broker.continuity`)."""
     client, _ = gateway
     empty = (await client.get("/api/Todos")).headers["x-change-stream-position"]
     await client.post("/api/Todos", json={"title": "old"})
@@ -244,15 +247,15 @@ async def test_unusable_positions_get_a_reset_then_live(
     async with asyncio.timeout(5):
         while position == empty:  # until "old" is in the stream, so it cannot arrive live later
             position = (await client.get("/api/Todos")).headers["x-change-stream-position"]
-    async with open_stream(client, STREAM, headers={"last-event-id": make_position(position)}) as stream:
+    async with open_stream(client, STREAM, params={"lastEventId": make_position(position)}) as stream:
         await stream.read_until(lambda s: any(e.event == "reset" for e in s.events))
         reset = stream.events[0]
         await client.post("/api/Todos", json={"title": "new"})
-        await stream.read_until(has_data(1))
+        await stream.read_until(has_data(len(titles)))
     assert reset.event == "reset"
     data = json.loads(reset.data)
     assert data == {"reason": reason, "position": reset.last_event_id}
-    assert [c["data"]["title"] for c in stream.changes()] == ["new"]
+    assert [c["data"]["title"] for c in stream.changes()] == titles
 
 
 async def test_dropped_connections_free_everything(gateway: tuple[httpx.AsyncClient, GatewayApp]) -> None:

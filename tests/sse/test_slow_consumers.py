@@ -210,14 +210,19 @@ async def test_a_reader_whose_history_is_trimmed_meanwhile_gets_a_reset(tmp_path
             titles = await write_until_stalled(client, "a")  # it reads nothing meanwhile
             titles += await write_titles(client, "c", 200)  # and what it needs is trimmed
             await slow.read_until(lambda s: any(e.event == "reset" for e in s.events), chunk=4096, pause=0)
-            (reset,) = [e for e in slow.events if e.event == "reset"]
+            after = await write_titles(client, "b", 3)
+            await slow.read_until(lambda s: s.titles()[-1:] == after[-1:], chunk=65536, pause=0)
+            (index,) = [n for n, e in enumerate(slow.events) if e.event == "reset"]
+            reset = slow.events[index]
             assert json.loads(reset.data) == {"reason": "history-expired", "position": reset.last_event_id}
-            before = slow.titles()
+            before = [json.loads(e.data)["data"]["title"] for e in slow.events[:index]]
             assert before == titles[: len(before)], "what came before the reset is a gap-free prefix"
-            assert len(before) < len(titles)
-            after = await write_titles(client, "b", 3)  # the stream goes on live after the reset
-            await slow.read_until(lambda s: len(s.titles()) >= len(before) + 3, chunk=65536, pause=0)
-            assert slow.titles() == before + after
+            # Then every change after the reset's position: the oldest retained ones on, then live.
+            retained = [json.loads(e.data)["data"]["title"] for e in slow.events[index + 1 :]][:-3]
+            assert 0 < len(retained) <= 100
+            assert len(before) + len(retained) < len(titles), "some history was lost"
+            assert retained == titles[-len(retained) :]
+            assert slow.titles() == before + retained + after
             metrics = (await client.get("/metrics")).text
         finally:
             slow.close()
