@@ -48,7 +48,7 @@ import uvloop
 from sqlalchemy import delete, insert, text
 
 from gateway.broker import broker_from_url
-from gateway.broker.position import ZERO_OFFSET
+from gateway.broker.continuity import ZERO_OFFSET
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings
 from gateway.changes.writes import ModelWrites
