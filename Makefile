@@ -26,6 +26,7 @@ services:
 lint: $(DEV)
 	$(BIN)/ruff check gateway tests loadtests
 	$(BIN)/ruff format --check gateway tests loadtests
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(DEV)
 	$(BIN)/mypy gateway

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
-from gateway.broker import broker_from_url
 from gateway.broker.base import Broker
+from gateway.broker.factory import broker_from_url
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings
 from gateway.changes.writes import ModelWrites

@@ -30,15 +30,8 @@ import httpx
 import orjson
 
 from gateway.broker.continuity import ZERO_OFFSET, Position, format_position
+from gateway.client.items import Change, CloseSignal, Reset, StreamError, StreamItem, UnknownModelError
 from gateway.client.sse import ServerSentEvent, SSEParser
-from gateway.streams import (
-    Change,
-    CloseSignal,
-    Reset,
-    StreamError,
-    StreamItem,
-    UnknownModelError,
-)
 
 log = logging.getLogger("gateway.client")
 

@@ -14,11 +14,12 @@ import orjson
 
 from gateway.broker.base import Entry
 from gateway.broker.continuity import format_position
+from gateway.fanout.framing import Framing
 from gateway.fanout.subscriber import Subscriber
 from gateway.fanout.view import Predicate, filtered_change
-from gateway.sse.frames import Format, data_frame
 
-GroupKey = tuple[Format, str, str]
+GroupKey = tuple[Framing, str, str]
+"""(format, where, fields): subscribers with the same key share every frame."""
 
 
 class DecodedEntry:
@@ -68,7 +69,7 @@ class Group:
     def frame(self, entry: DecodedEntry) -> bytes | None:
         """This group's frame for `entry`, or None when the change is not for it."""
         if not self.filtered:
-            return data_frame(self.fmt, entry.position, entry.entry.change)
+            return self.fmt.data(entry.position, entry.entry.change)
         change = filtered_change(
             entry.change(),
             entry.before(),
@@ -78,4 +79,4 @@ class Group:
         )
         if change is None:
             return None
-        return data_frame(self.fmt, entry.position, orjson.dumps(change))
+        return self.fmt.data(entry.position, orjson.dumps(change))

@@ -24,7 +24,6 @@ from gateway.fanout.subscriber import State, Subscriber
 from gateway.fanout.view import Predicate
 from gateway.models.definition import ModelDef
 from gateway.ops.metrics import Metrics
-from gateway.sse.frames import PING, bookmark_frame, control_frame
 
 EXPIRED = {"reason": "token-expired"}
 
@@ -110,7 +109,7 @@ class Hub:
             max_bytes=self._settings.max_bytes,
             replaying=replaying,
             task=asyncio.current_task(),
-            on_stall=self._metrics.stalls.labels(model.stream).inc,
+            on_stall=reader.count_stall,
         )
         subscriber.sent(reader.cursor)
         subscriber.epoch = subscriber.delivered_epoch = reader.epoch
@@ -118,7 +117,7 @@ class Hub:
         group.subscribers[subscriber] = None
         if expires_at is not None:
             due = asyncio.get_running_loop().time() + (expires_at - time.time())
-            frame = control_frame(key[0], "error", None, EXPIRED)
+            frame = key[0].control("error", None, EXPIRED)
             heapq.heappush(self._expiries, (due, next(self._sequence), subscriber, frame))
         self.count += 1
         self._metrics.connections.labels(model.stream).inc()
@@ -212,7 +211,7 @@ class Hub:
                             and idle >= settings.bookmark_interval
                         ):
                             if bookmark is None:
-                                bookmark = bookmark_frame(group.fmt, reader.position(cursor).encode())
+                                bookmark = group.fmt.bookmark(reader.position(cursor).encode())
                             subscriber.push_control(bookmark, cursor)
                         elif idle >= settings.heartbeat:
-                            subscriber.push_control(PING[group.fmt])
+                            subscriber.push_control(group.fmt.ping)

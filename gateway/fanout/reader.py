@@ -20,7 +20,6 @@ from gateway.fanout.group import DecodedEntry, Group, GroupKey
 from gateway.fanout.subscriber import State, Subscriber
 from gateway.fanout.view import Predicate
 from gateway.ops.metrics import Metrics
-from gateway.sse.frames import control_frame
 
 log = logging.getLogger("gateway.fanout")
 
@@ -36,6 +35,7 @@ class StreamReader:
         self.id_name = id_name
         self._broker = broker
         self._metrics = metrics
+        self.count_stall = metrics.stalls.labels(stream).inc  # one per stream, shared by its subscribers
         self.groups: dict[GroupKey, Group] = {}
         self.epoch = ""
         self.cursor = ""
@@ -162,7 +162,7 @@ class StreamReader:
         position = str(resume)
         data = {"reason": reason, "position": position}
         for group in self.groups.values():
-            frame = control_frame(group.fmt, "reset", position, data)
+            frame = group.fmt.control("reset", position, data)
             for subscriber in group.subscribers:
                 if subscriber.state is State.LIVE:
                     subscriber.push_reset(frame, resume.epoch, resume.offset)

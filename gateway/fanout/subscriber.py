@@ -41,10 +41,6 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class SubscriberCutOff(Exception):
-    """Raised out of a connection that was ended because it fell behind; the server drops the socket."""
-
-
 class Subscriber:
     """A connection's place in the hub. Only the connection task awaits it; the hub only pushes."""
 

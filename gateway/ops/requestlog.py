@@ -29,7 +29,6 @@ from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.fanout.subscriber import SubscriberCutOff
 from gateway.ops.logs import ACCESS_LOGGER
 from gateway.ops.metrics import Metrics
 
@@ -41,6 +40,13 @@ SECRET_WORDS = ("token", "ticket", "pass", "secret", "key", "auth", "sign", "cre
 REDACTED = "[redacted]"
 MAX_QUERY_LOGGED = 512
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class SubscriberCutOff(Exception):
+    """Raised out of a stream ended on purpose because its client fell behind; the server drops the
+    socket, and the log says `slow`."""
+
+
 SERVER_SEND = "gateway.server_send"
 """The server's own `send`, put in the scope for a change stream's body messages. The middleware inside the
 request log (CORS, security headers, body limit) only ever looks at a response's start, so an endless stream

@@ -26,9 +26,9 @@ from gateway.broker.base import Broker
 from gateway.broker.continuity import Discontinuity, Position, check_entry, check_head, check_resume
 from gateway.fanout.group import DecodedEntry
 from gateway.fanout.hub import Hub, Subscription
-from gateway.fanout.subscriber import State, SubscriberCutOff
+from gateway.fanout.subscriber import State
 from gateway.ops.metrics import Metrics
-from gateway.ops.requestlog import CLIENT_LEFT, SERVER_SEND
+from gateway.ops.requestlog import CLIENT_LEFT, SERVER_SEND, SubscriberCutOff
 from gateway.sse.frames import Format, bookmark_frame, control_frame, preamble
 
 log = logging.getLogger("gateway.stream")

@@ -15,8 +15,23 @@ import orjson
 
 
 class Format(enum.Enum):
+    """A stream's wire format; it builds its frames (`gateway.fanout.framing.Framing`)."""
+
     SSE = "text/event-stream"
     NDJSON = "application/x-ndjson"
+
+    @property
+    def ping(self) -> bytes:
+        return PING[self]
+
+    def data(self, position: bytes, change_json: bytes) -> bytes:
+        return data_frame(self, position, change_json)
+
+    def bookmark(self, position: bytes) -> bytes:
+        return bookmark_frame(self, position)
+
+    def control(self, event: str, position: str | None, data: Any) -> bytes:
+        return control_frame(self, event, position, data)
 
 
 PING = {Format.SSE: b": ping\n\n", Format.NDJSON: b"\n"}

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.broker import Broker, Record, StreamHead
+from gateway.broker.base import Broker, Record, StreamHead
 from gateway.broker.continuity import ZERO_OFFSET
 from tests.polling import eventually as eventually  # re-exported for the tests of this package
 

@@ -12,7 +12,9 @@ from typing import Protocol
 
 import pytest
 
-from gateway.broker import Broker, MemoryBroker, broker_from_url
+from gateway.broker.base import Broker
+from gateway.broker.factory import broker_from_url
+from gateway.broker.memory import MemoryBroker
 
 
 class BrokerFactory(Protocol):

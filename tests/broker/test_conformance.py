@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gateway.broker import Broker, BrokerError, LeaseLost, Record, StreamHead
+from gateway.broker.base import Broker, BrokerError, LeaseLost, Record, StreamHead
 from gateway.broker.continuity import ZERO_OFFSET, offset_key
 
 from . import eventually, offsets_of, records, still_pending

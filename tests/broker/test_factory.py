@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.broker import Broker, MemoryBroker, RedisBroker, broker_from_url, redact_url
+from gateway.broker.base import Broker
+from gateway.broker.factory import broker_from_url, redact_url
+from gateway.broker.memory import MemoryBroker
+from gateway.broker.redis import RedisBroker
 from tests.redis_server import RedisServers
 
 from . import exercise

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from gateway.broker import MemoryBroker
 from gateway.broker import memory as memory_module
 from gateway.broker.continuity import ZERO_OFFSET, offset_key
+from gateway.broker.memory import MemoryBroker
 
 from . import offsets_of, records
 

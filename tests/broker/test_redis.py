@@ -15,8 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from gateway.broker import BrokerError, LeaseLost, RedisBroker, broker_from_url
+from gateway.broker.base import BrokerError, LeaseLost
 from gateway.broker.continuity import ZERO_OFFSET
+from gateway.broker.factory import broker_from_url
+from gateway.broker.redis import RedisBroker
 from tests.redis_server import RedisServer, RedisServers
 
 from . import eventually, offsets_of, records, still_pending

@@ -23,9 +23,9 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import Gateway
-from gateway.broker import Broker, broker_from_url
-from gateway.broker.base import Entry
+from gateway.broker.base import Broker, Entry
 from gateway.broker.continuity import ZERO_OFFSET
+from gateway.broker.factory import broker_from_url
 from gateway.broker.redis import RedisBroker
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings

@@ -14,7 +14,8 @@ from typing import Protocol
 
 import pytest
 
-from gateway.broker import Broker, broker_from_url
+from gateway.broker.base import Broker
+from gateway.broker.factory import broker_from_url
 from tests.conftest import EXAMPLE_MODELS
 from tests.server import GatewayProcess
 

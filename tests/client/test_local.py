@@ -16,7 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.app import create_app
-from gateway.broker import BrokerError, MemoryBroker, Position, Record
+from gateway.broker.base import BrokerError, Record
+from gateway.broker.continuity import Position
+from gateway.broker.memory import MemoryBroker
 from gateway.config import Settings
 from gateway.filters import FilterError
 from gateway.models.loader import load_registry

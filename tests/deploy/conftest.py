@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.broker import broker_from_url
 from gateway.broker.base import Broker, Entry
 from gateway.broker.continuity import ZERO_OFFSET
+from gateway.broker.factory import broker_from_url
 from gateway.changes.outbox import OUTBOX_TABLE
 from tests.conftest import EXAMPLE_MODELS, DatabaseFactory
 from tests.deploy.harness import GunicornInstance, Nginx, clean_environ

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.broker import MemoryBroker, Record
-from gateway.broker.base import StreamHead
+from gateway.broker.base import Record, StreamHead
+from gateway.broker.memory import MemoryBroker
 from gateway.fanout import reader as reader_module
 from gateway.fanout.hub import Hub, HubSettings
 from gateway.fanout.subscriber import State

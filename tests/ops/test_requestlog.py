@@ -10,10 +10,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.fanout.subscriber import SubscriberCutOff
 from gateway.ops.logs import ACCESS_LOGGER
 from gateway.ops.metrics import Metrics
-from gateway.ops.requestlog import CLIENT_LEFT, REDACTED, RequestLogMiddleware, redact_query, request_id_of
+from gateway.ops.requestlog import (
+    CLIENT_LEFT,
+    REDACTED,
+    RequestLogMiddleware,
+    SubscriberCutOff,
+    redact_query,
+    request_id_of,
+)
 from tests.ops.conftest import GatewayFactory
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
