@@ -47,8 +47,8 @@ import redis.asyncio as aioredis
 import uvloop
 from sqlalchemy import delete, insert, text
 
-from gateway.broker import broker_from_url
 from gateway.broker.continuity import ZERO_OFFSET
+from gateway.broker.factory import broker_from_url
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings
 from gateway.changes.writes import ModelWrites
