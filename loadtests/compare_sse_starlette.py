@@ -70,9 +70,7 @@ class Broadcaster:
         return ident
 
     def subscribe(self) -> Subscriber:
-        subscriber = Subscriber(
-            max_events=MAX_EVENTS, max_bytes=MAX_BYTES, replaying=False, task=asyncio.current_task()
-        )
+        subscriber = Subscriber(max_events=MAX_EVENTS, max_bytes=MAX_BYTES, replaying=False)
         self.subscribers[subscriber] = None
         return subscriber
 

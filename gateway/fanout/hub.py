@@ -108,7 +108,6 @@ class Hub:
             max_events=self._settings.max_events,
             max_bytes=self._settings.max_bytes,
             replaying=replaying,
-            task=asyncio.current_task(),
             on_stall=reader.count_stall,
         )
         subscriber.sent(reader.cursor)

@@ -67,7 +67,6 @@ class Subscriber:
         "sending",
         "skip_until",
         "state",
-        "task",
     )
 
     def __init__(
@@ -76,7 +75,6 @@ class Subscriber:
         max_events: int,
         max_bytes: int,
         replaying: bool,
-        task: asyncio.Task[object] | None = None,
         on_stall: Callable[[], object] | None = None,
     ) -> None:
         self.max_events = max_events
@@ -99,7 +97,6 @@ class Subscriber:
         self.blocked: tuple[Generator[Any, None, None], object] | None = None  # a suspended send
         self.error: Exception | None = None  # what a failed direct send raised (close reason "error")
         self.skip_until: tuple[int, int] | None = None  # live frames up to here were sent by the replay
-        self.task = task
         self._parked: asyncio.Task[Any] | None = None  # the connection task, while idle in `idle()`
         self._interrupted = False
 

@@ -10,7 +10,8 @@ the hub ends streams on shutdown.
 The loop (Mercure's `subscribe.go`, in asyncio): replay from the broker if resuming, hand over to live
 delivery, then hand the connection's `send` to the hub, which writes each batch straight from the stream
 reader (`Subscriber.flush`); this task then idles in `receive` and only finishes writes that had to wait
-for a slow client. So a live stream has no task of its own beyond the server's request task.
+for a slow client, and catches up from the broker when its subscriber stalled (docs/delivery.md). So a
+live stream has no task of its own beyond the server's request task.
 """
 
 from __future__ import annotations
