@@ -22,6 +22,8 @@ FAMILIES = {
     "gateway_events_replayed",
     "gateway_stream_resets",
     "gateway_slow_subscriber_cutoffs",
+    "gateway_slow_subscriber_stalls",
+    "gateway_slow_subscriber_catch_ups",
     "gateway_outbox_backlog",
     "gateway_relay_leases",
     "gateway_reader_lag_seconds",
