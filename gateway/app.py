@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from gateway.broker import broker_from_url
 from gateway.broker.base import Broker
+from gateway.broker.factory import PoolLimits
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings
 from gateway.changes.writes import ModelWrites
@@ -96,7 +97,10 @@ def build_gateway(settings: Settings) -> Gateway:
     outbox = outbox_table(tables.metadata)
     engine = create_engine(settings.database_url)
     broker = broker_from_url(
-        settings.broker_url, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen
+        settings.broker_url,
+        prefix=settings.redis_prefix,
+        stream_maxlen=settings.stream_maxlen,
+        pool=PoolLimits(settings.redis_max_connections, settings.redis_pool_timeout),
     )
     metrics = Metrics()
     relay = Relay(
@@ -123,6 +127,7 @@ def build_gateway(settings: Settings) -> Gateway:
             ModelWrites(model, table, outbox, engine, relay.committed),
             broker,
             security.access,
+            metrics,
         )
     hub = Hub(
         broker,

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     rest_root: str = "/api"
     create_tables: bool = True
     redis_prefix: str = "gw"
+    redis_max_connections: int = Field(default=64, ge=4, le=10_000)
+    redis_pool_timeout: float = Field(default=5.0, gt=0, le=60)
 
     stream_maxlen: int | None = Field(default=100_000, ge=100)
     stream_max_age: float | None = Field(default=None, gt=0)

@@ -8,6 +8,7 @@ them (see `gateway.rest.openapi`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,10 +21,13 @@ from gateway.changes.writes import ModelWrites
 from gateway.filters import And, Condition, Filter, Op, argument, parse_fields, parse_filter, parse_where
 from gateway.models.definition import ModelDef
 from gateway.models.validation import InvalidInstance, parse_id
+from gateway.ops.metrics import Metrics
 from gateway.rest import openapi
 from gateway.rest.errors import JSON_TYPE, LoopBackError, not_found
 from gateway.rest.reads import ModelReads
 from gateway.security import OPEN, Access
+
+log = logging.getLogger("gateway.rest")
 
 AccessCheck = Callable[[Request, ModelDef, str], Awaitable[Access]]
 """Authorises a LoopBack method (`"find"`, `"create"`, ...) for a request: `Security.access`."""
@@ -64,12 +68,14 @@ class ModelApi:
         writes: ModelWrites,
         broker: Broker,
         access: AccessCheck | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.model = model
         self.reads = reads
         self.writes = writes
         self.broker = broker
         self._access = access
+        self._metrics = metrics
 
     async def access(self, request: Request, method: str) -> Access:
         """Authorise `method` before anything of the request is parsed (401/403/429 are raised)."""
@@ -100,11 +106,17 @@ class ModelApi:
         return parse_id(self.model, raw)
 
     async def position_header(self) -> dict[str, str]:
-        """The stream position before a read, so `change-stream?lastEventId=<it>` misses nothing after it."""
+        """The stream position before a read, so `change-stream?lastEventId=<it>` misses nothing after it.
+        A read without it would quietly break list-then-watch, so a broker that cannot answer is a 503."""
         try:
             head = await self.broker.head(self.model.stream)
-        except BrokerError:
-            return {}
+        except BrokerError as exc:
+            log.warning("no stream position for a read of %s: %s", self.model.name, exc)
+            if self._metrics is not None:
+                self._metrics.broker_unavailable.labels("position").inc()
+            raise LoopBackError(
+                503, "The change stream's position is unavailable; retry", headers={"Retry-After": "2"}
+            ) from None
         return {POSITION_HEADER: str(Position(head.epoch, head.last))}
 
 
