@@ -18,6 +18,9 @@ ZERO_OFFSET = "0-0"
 
 _EPOCH_ALPHABET = string.ascii_lowercase + string.digits
 EPOCH_LENGTH = 8
+MAX_PART = 2**64 - 1
+"""Largest `<ms>` or `<seq>` of a Redis stream id (each is an unsigned 64-bit number)."""
+_MAX_DIGITS = len(str(MAX_PART))
 
 
 def new_epoch() -> str:
@@ -28,11 +31,20 @@ def new_epoch() -> str:
 
 
 def offset_key(offset: str) -> tuple[int, int]:
-    """Sort key of an offset; raises ValueError if it is not `<ms>-<seq>`."""
+    """Sort key of an offset; raises ValueError unless it is `<ms>-<seq>` as Redis can read it: ASCII digits
+    only (`str.isdigit` also accepts `١٢٣` and `²`), each part below 2^64."""
     ms, _, seq = offset.partition("-")
-    if not (ms.isdigit() and seq.isdigit()):
-        raise ValueError(f"not a stream offset: {offset!r}")
-    return int(ms), int(seq)
+    key = _part(ms), _part(seq)
+    if key[0] is None or key[1] is None:
+        raise ValueError(f"not a stream offset: {offset[:64]!r}")
+    return key[0], key[1]
+
+
+def _part(text: str) -> int | None:
+    if not (0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_PART else None
 
 
 @dataclass(frozen=True, slots=True, order=False)
@@ -50,6 +62,6 @@ class Position:
         """Parse a position a client sent back; raises ValueError for anything malformed."""
         epoch, sep, offset = text.strip().partition("-")
         if not sep or len(epoch) != EPOCH_LENGTH or not all(c in _EPOCH_ALPHABET for c in epoch):
-            raise ValueError(f"not a stream position: {text!r}")
+            raise ValueError(f"not a stream position: {text[:64]!r}")
         offset_key(offset)
         return cls(epoch, offset)
