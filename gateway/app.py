@@ -37,6 +37,7 @@ from gateway.ops.metrics import Metrics
 from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
+from gateway.rest.limits import RestLimits
 from gateway.rest.openapi import model_schemas
 from gateway.rest.reads import ModelReads
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
@@ -128,6 +129,7 @@ def build_gateway(settings: Settings) -> Gateway:
             broker,
             security.access,
             metrics,
+            RestLimits(settings.max_page_size, settings.max_create_rows),
         )
     hub = Hub(
         broker,

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     subscriber_max_events: int = Field(default=1000, ge=1)
     subscriber_max_bytes: int = Field(default=1_048_576, ge=1024)
     max_connections: int = Field(default=10_000, ge=1)
+    max_page_size: int = Field(default=10_000, ge=0)  # rows per find; 0: no limit (LoopBack 3)
+    max_create_rows: int = Field(default=1_000, ge=1)  # rows per array create
     drain_seconds: float = Field(default=10.0, ge=0)
     cors_origins: Annotated[list[str], NoDecode] = []
 

@@ -24,6 +24,7 @@ from gateway.models.validation import InvalidInstance, parse_id
 from gateway.ops.metrics import Metrics
 from gateway.rest import openapi
 from gateway.rest.errors import JSON_TYPE, LoopBackError, not_found
+from gateway.rest.limits import RestLimits, check_body_shape
 from gateway.rest.reads import ModelReads
 from gateway.security import OPEN, Access
 
@@ -46,9 +47,11 @@ async def read_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise LoopBackError(400, f"Unexpected token in JSON: {exc}", name="SyntaxError") from None
+    check_body_shape(body)
+    return body
 
 
 async def read_object(request: Request) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class ModelApi:
         broker: Broker,
         access: AccessCheck | None = None,
         metrics: Metrics | None = None,
+        limits: RestLimits | None = None,
     ) -> None:
         self.model = model
         self.reads = reads
@@ -76,6 +80,7 @@ class ModelApi:
         self.broker = broker
         self._access = access
         self._metrics = metrics
+        self.limits = limits or RestLimits()
 
     async def access(self, request: Request, method: str) -> Access:
         """Authorise `method` before anything of the request is parsed (401/403/429 are raised)."""
@@ -135,6 +140,7 @@ def model_router(api: ModelApi) -> APIRouter:
         if isinstance(body, list):
             if not all(isinstance(item, dict) for item in body):
                 raise LoopBackError(400, "Each element of the request body must be a JSON object")
+            api.limits.check_create(body)
             return json_response(await api.writes.create([access.row(item) for item in body]))
         if not isinstance(body, dict):
             raise LoopBackError(400, "The request body must be a JSON object or an array of objects")
@@ -210,9 +216,11 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.get("", openapi_extra=docs.params("filter"), responses=docs.reply(array=True), summary="find")
     async def find(request: Request) -> Response:
-        flt = (await api.access(request, "find")).filter(api.filter(request))
+        flt = api.limits.page((await api.access(request, "find")).filter(api.filter(request)))
         headers = await api.position_header()
-        return json_response(await api.reads.find(flt), headers=headers)
+        rows = await api.reads.find(flt)
+        api.limits.check_page(rows)
+        return json_response(rows, headers=headers)
 
     @router.get("/{id}/exists", responses=docs.exists(), summary="exists")
     async def exists(request: Request, id: str) -> Response:
