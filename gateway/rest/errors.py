@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.changes.writes import WriteRejected
@@ -73,10 +73,12 @@ def as_loopback_error(exc: Exception) -> LoopBackError:
         return LoopBackError(400, str(exc))
     if isinstance(exc, WriteRejected):
         return LoopBackError(exc.status, exc.message, code=exc.code)
+    if isinstance(exc, ClientDisconnect):  # nobody reads the reply; it is counted as the client's fault
+        return LoopBackError(400, "The client left before sending its whole request")
     raise TypeError(f"not a client error: {exc!r}")
 
 
-CLIENT_ERRORS = (LoopBackError, InvalidInstance, FilterError, WriteRejected)
+CLIENT_ERRORS = (LoopBackError, InvalidInstance, FilterError, WriteRejected, ClientDisconnect)
 
 
 async def client_error_handler(request: Request, exc: Exception) -> Response:

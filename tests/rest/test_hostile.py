@@ -8,16 +8,22 @@ and the rows written before must be exactly as they were.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.config import Settings
 from gateway.jsonshape import BODY_MAX_DEPTH, FILTER_MAX_DEPTH, FILTER_MAX_NODES
+from tests.conftest import EXAMPLE_MODELS
 from tests.rest.conftest import ClientFactory
+from tests.sse.helpers import serve
 
 
 def nested(depth: int, leaf: Any, key: str | None = None) -> Any:
@@ -212,3 +218,41 @@ async def test_without_a_page_size_a_list_is_as_long_as_loopback_makes_it(
     async with gateway_factory(max_page_size=0) as client:
         await client.post("/api/Todos", json=[{"title": f"r{n}"} for n in range(30)])
         assert len((await client.get("/api/Todos")).json()) == 30
+
+
+@pytest.mark.parametrize("path", ["/api/Todos", "/api/Todos/change-stream"])
+async def test_a_client_that_leaves_mid_body_is_no_server_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}", models=EXAMPLE_MODELS)
+    async with serve(settings) as (url, app):
+        port = int(url.rsplit(":", 1)[1])
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        writer.write(head.encode() + b'{"title": "never fin')
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        registry = app.gateway.metrics.registry
+
+        def answered() -> float:
+            return sum(
+                sample.value
+                for metric in registry.collect()
+                if metric.name == "gateway_http_requests"
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+
+        async with asyncio.timeout(20):
+            while not answered():
+                await asyncio.sleep(0.02)
+        statuses = {
+            sample.labels["status"]
+            for metric in registry.collect()
+            if metric.name == "gateway_http_requests"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+        assert statuses == {"400"}
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
