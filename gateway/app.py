@@ -38,7 +38,7 @@ from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
 from gateway.rest.limits import RestLimits
-from gateway.rest.openapi import model_schemas
+from gateway.rest.openapi import complete_error_responses, model_schemas
 from gateway.rest.reads import ModelReads
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
@@ -240,6 +240,7 @@ def _install_openapi(app: FastAPI, registry: Registry, rest_root: str) -> None:
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 model_schemas(registry.models)
             )
+            complete_error_responses(schema, rest_root)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from gateway.changes.writes import WriteRejected
 from gateway.filters import FilterError
@@ -87,10 +88,21 @@ async def client_error_handler(request: Request, exc: Exception) -> Response:
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    name = "Error"
-    return error_response(
-        LoopBackError(exc.status_code, str(exc.detail), name=name), head=request.method == "HEAD"
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    error = LoopBackError(exc.status_code, str(exc.detail), headers=headers)
+    return error_response(error, head=request.method == "HEAD")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app's OpenAPI document lists for the request's path (RFC 9110's `Allow`), so that
+    the header and the document agree."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
 
 
 INVALID_REGULAR_EXPRESSION = "2201B"
