@@ -44,6 +44,17 @@ DESCRIPTION = (
     '(`{"where": ..., "fields": ...}`).'
 )
 
+SSE_EVENT = {
+    "type": "object",
+    "description": "One event: `data` (a change object as JSON), `reset`, or an `id`-only bookmark",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string", "enum": ["data", "reset"]},
+        "data": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
 Authorise = Callable[[Request, ModelDef], Awaitable[StreamAccess]]
 
 
@@ -201,7 +212,7 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
         "200": {
             "description": "The change stream; when this worker takes no new stream (draining, full, broker "
             "down), an SSE request gets only a `retry:` and the end, so that EventSource reconnects",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}, "application/x-ndjson": {}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT}, "application/x-ndjson": {}},
         },
         "400": {"description": "Bad `options`"},
         "401": {"description": "Authentication required or failed"},
