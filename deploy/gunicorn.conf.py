@@ -22,7 +22,7 @@ _metrics_directory = prefork.MetricsDirectory()
 # The app: built by its factory in each worker after the fork (never preloaded: each worker owns its own
 # connections, and prometheus_client must be first imported after PROMETHEUS_MULTIPROC_DIR is set).
 wsgi_app = "gateway.app:create_app()"
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "gateway.ops.httpguard.GuardedUvicornWorker"  # uvicorn's, with header/body deadlines
 preload_app = False
 proc_name = "gateway"
 # gunicorn's runtime control socket ($HOME/.gunicorn/gunicorn.ctl) is shared by every instance of a user on a

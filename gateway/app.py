@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from gateway.broker.base import Broker
-from gateway.broker.factory import broker_from_url
+from gateway.broker.factory import PoolLimits, broker_from_url
 from gateway.changes.outbox import outbox_table
 from gateway.changes.relay import Relay, RelaySettings
 from gateway.changes.writes import ModelWrites
@@ -36,7 +36,8 @@ from gateway.ops.metrics import Metrics
 from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
-from gateway.rest.openapi import model_schemas
+from gateway.rest.limits import RestLimits
+from gateway.rest.openapi import complete_error_responses, model_schemas
 from gateway.rest.reads import ModelReads
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
@@ -96,7 +97,10 @@ def build_gateway(settings: Settings) -> Gateway:
     outbox = outbox_table(tables.metadata)
     engine = create_engine(settings.database_url)
     broker = broker_from_url(
-        settings.broker_url, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen
+        settings.broker_url,
+        prefix=settings.redis_prefix,
+        stream_maxlen=settings.stream_maxlen,
+        pool=PoolLimits(settings.redis_max_connections, settings.redis_pool_timeout),
     )
     metrics = Metrics()
     relay = Relay(
@@ -123,6 +127,8 @@ def build_gateway(settings: Settings) -> Gateway:
             ModelWrites(model, table, outbox, engine, relay.committed),
             broker,
             security.access,
+            metrics,
+            RestLimits(settings.max_page_size, settings.max_create_rows),
         )
     hub = Hub(
         broker,
@@ -234,6 +240,7 @@ def _install_openapi(app: FastAPI, registry: Registry, rest_root: str) -> None:
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 model_schemas(registry.models)
             )
+            complete_error_responses(schema, rest_root)
             app.openapi_schema = schema
         return app.openapi_schema
 

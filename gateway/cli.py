@@ -25,6 +25,7 @@ from gateway.database import create_engine, create_tables
 from gateway.filters import FilterError
 from gateway.models.loader import ModelDefinitionError, load_registry
 from gateway.models.tables import build_tables
+from gateway.ops import httpguard
 from gateway.ops.logs import logging_config
 from gateway.streams import Change, LocalChangeStreams, StreamError, StreamItem
 
@@ -80,6 +81,7 @@ def serve(
         log_config=log_config,
         access_log=False,  # the request log middleware writes one line per request instead
         proxy_headers=True,
+        http=httpguard.PROTOCOL,  # header and body deadlines, header limits (gateway/ops/httpguard.py)
         timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
     )
 

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     rest_root: str = "/api"
     create_tables: bool = True
     redis_prefix: str = "gw"
+    redis_max_connections: int = Field(default=64, ge=4, le=10_000)
+    redis_pool_timeout: float = Field(default=5.0, gt=0, le=60)
 
     stream_maxlen: int | None = Field(default=100_000, ge=100)
     stream_max_age: float | None = Field(default=None, gt=0)
@@ -49,6 +51,12 @@ class Settings(BaseSettings):
     subscriber_max_bytes: int = Field(default=1_048_576, ge=1024)
     write_timeout: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=10_000, ge=1)
+    header_timeout: float = Field(default=10.0, gt=0)  # `gateway serve`: seconds to send the headers
+    body_timeout: float = Field(default=30.0, gt=0)  # `gateway serve`: seconds to send the body
+    max_header_bytes: int = Field(default=32_768, ge=1024)  # `gateway serve`: request line + headers
+    max_headers: int = Field(default=100, ge=8)  # `gateway serve`: header fields per request
+    max_page_size: int = Field(default=10_000, ge=0)  # rows per find; 0: no limit (LoopBack 3)
+    max_create_rows: int = Field(default=1_000, ge=1)  # rows per array create
     drain_seconds: float = Field(default=10.0, ge=0)
     cors_origins: Annotated[list[str], NoDecode] = []
 

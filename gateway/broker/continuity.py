@@ -64,7 +64,7 @@ def offset_key(offset: str) -> tuple[int, int]:
     try:
         return _uint64(ms), _uint64(seq)
     except ValueError:
-        raise ValueError(f"not a stream offset: {offset!r}") from None
+        raise ValueError(f"not a stream offset: {offset[:64]!r}") from None
 
 
 def format_position(epoch: str, offset: str) -> str:
@@ -88,7 +88,7 @@ class Position:
         could not read, such as an offset past 2^64 or with non-ASCII digits, included)."""
         epoch, sep, offset = text.strip().partition("-")
         if not sep or len(epoch) != EPOCH_LENGTH or not _EPOCH_ALPHABET.issuperset(epoch):
-            raise ValueError(f"not a stream position: {text!r}")
+            raise ValueError(f"not a stream position: {text[:64]!r}")
         offset_key(offset)
         return cls(epoch, offset)
 

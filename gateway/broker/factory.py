@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 
 from gateway.broker.base import Broker
@@ -37,16 +37,39 @@ COMMAND_TIMEOUT = 5.0
 RETRIES = 3
 """Retries of a short command after a connection error (with jittered backoff capped at 0.5 s), so a Redis
 restart or failover is ridden out while an outage still surfaces as `BrokerError` within a few seconds."""
+LEASE_CONNECTIONS = 2
+"""Connections of the relay's lease client: renewing a lease never waits behind the request traffic."""
 _SECRET_WORDS = ("password", "secret", "token")
 
 
-def broker_from_url(url: str, *, prefix: str = "gw", stream_maxlen: int | None = 100_000) -> Broker:
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """How many connections a client may open, and how long a command waits for a free one.
+
+    redis-py's default pool raises `MaxConnectionsError` at once past 100; these pools wait instead, and a
+    wait longer than `timeout` is a `BrokerError` the caller answers loudly (a 503), never a silent gap.
+    """
+
+    max_connections: int = 64
+    timeout: float = 5.0
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The Sentinel master's pool, waiting for a free connection like `BlockingConnectionPool`."""
+
+
+def broker_from_url(
+    url: str, *, prefix: str = "gw", stream_maxlen: int | None = 100_000, pool: PoolLimits | None = None
+) -> Broker:
     """A broker for `url` (see the module docstring for the schemes). Nothing connects until first use.
 
     `prefix` starts every Redis key and channel, so several gateways can share one Redis. `stream_maxlen` is
-    the length kept per stream (exact in memory, approximate in Redis; None keeps everything). Raises
-    ValueError for an unknown scheme or a malformed URL, naming the URL with its password redacted.
+    the length kept per stream (exact in memory, approximate in Redis; None keeps everything). `pool` sizes
+    each client's connection pool. Raises ValueError for an unknown scheme or a malformed URL, naming the
+    URL with its password redacted.
     """
+    pool = pool or PoolLimits()
+    lease_pool = PoolLimits(LEASE_CONNECTIONS, pool.timeout)
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -57,18 +80,35 @@ def broker_from_url(url: str, *, prefix: str = "gw", stream_maxlen: int | None =
     label = redact_url(url)
     client: RedisClient
     blocking: RedisClient
+    lease: RedisClient
     if scheme in ("redis", "rediss"):
-        client = _single(url, blocking=False)
-        blocking = _single(url, blocking=True)
+        client = _single(url, pool, blocking=False)
+        blocking = _single(url, pool, blocking=True)
+        lease = _single(url, lease_pool, blocking=False)
         on_close: tuple[Any, ...] = ()
     elif scheme == "redis+sentinel":
         sentinel, service, master_options = _sentinel(url)
-        client = sentinel.master_for(service, **master_options, **_options(blocking=False))
-        blocking = sentinel.master_for(service, **master_options, **_options(blocking=True))
+
+        def master(limits: PoolLimits, *, blocking: bool) -> Redis:
+            master_client: Redis = sentinel.master_for(
+                service,
+                connection_pool_class=BlockingSentinelPool,
+                max_connections=limits.max_connections,
+                timeout=limits.timeout,
+                **master_options,
+                **_options(blocking=blocking),
+            )
+            return master_client
+
+        client = master(pool, blocking=False)
+        blocking = master(pool, blocking=True)
+        lease = master(lease_pool, blocking=False)
         on_close = (sentinel.aclose,)
     elif scheme == "redis+cluster":
-        client = _cluster(url, blocking=False)
-        blocking = _cluster(url, blocking=True)
+        # A cluster client pools per node and cannot wait for a free connection: it is sized, not blocking.
+        client = _cluster(url, pool, blocking=False)
+        blocking = _cluster(url, pool, blocking=True)
+        lease = _cluster(url, lease_pool, blocking=False)
         on_close = ()
     else:
         raise ValueError(
@@ -78,6 +118,7 @@ def broker_from_url(url: str, *, prefix: str = "gw", stream_maxlen: int | None =
     return RedisBroker(
         client,
         blocking,
+        lease_client=lease,
         prefix=prefix,
         stream_maxlen=stream_maxlen,
         label=label,
@@ -132,9 +173,11 @@ def _options(*, blocking: bool) -> dict[str, Any]:
     }
 
 
-def _single(url: str, *, blocking: bool) -> Redis:
+def _single(url: str, limits: PoolLimits, *, blocking: bool) -> Redis:
     options = _options(blocking=blocking)
-    pool = ConnectionPool.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=limits.max_connections, timeout=limits.timeout, **options
+    )
     # The URL's query options win over keyword arguments in redis-py; these must hold whatever it says.
     forced = (
         ("protocol", "decode_responses", "socket_timeout") if blocking else ("protocol", "decode_responses")
@@ -199,7 +242,7 @@ def _sentinel(url: str) -> tuple[Sentinel, str, dict[str, Any]]:
     return sentinel, service, master
 
 
-def _cluster(url: str, *, blocking: bool) -> RedisCluster:
+def _cluster(url: str, limits: PoolLimits, *, blocking: bool) -> RedisCluster:
     endpoints = _endpoints(url, 6379, ())
     if endpoints.path:
         raise ValueError(f"a Redis Cluster has no databases: drop the path of broker URL {redact_url(url)}")
@@ -207,5 +250,6 @@ def _cluster(url: str, *, blocking: bool) -> RedisCluster:
         startup_nodes=[ClusterNode(host, port) for host, port in endpoints.hosts],
         username=endpoints.username,
         password=endpoints.password,
+        max_connections=limits.max_connections,
         **_options(blocking=blocking),
     )

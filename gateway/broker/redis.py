@@ -17,6 +17,9 @@ Two clients, because blocking reads and short commands want opposite settings:
 - `blocking_client` runs `XREAD BLOCK` and pub/sub with no socket timeout: a socket timeout below BLOCK makes
   redis-py fail and silently re-issue the read (see STACK-NOTES). Each blocking read is instead bounded on our
   side (BLOCK plus a grace period), which also catches a connection that died without a reset.
+- `lease_client` (the short-command client unless given) acquires, renews and releases the relay's leases on
+  a pool of its own, so a burst of requests that fills the short-command pool cannot make a relay lose its
+  lease.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class RedisBroker:
         client: RedisClient,
         blocking_client: RedisClient,
         *,
+        lease_client: RedisClient | None = None,
         prefix: str = "gw",
         stream_maxlen: int | None = 100_000,
         label: str = "redis",
@@ -94,6 +98,7 @@ class RedisBroker:
             raise ValueError(f"stream_maxlen must be at least 1 or None, not {stream_maxlen}")
         self._client = client
         self._blocking = blocking_client
+        self._lease_client = lease_client or client
         self._prefix = prefix
         self._maxlen = "" if stream_maxlen is None else str(stream_maxlen)
         self._label = label
@@ -220,8 +225,8 @@ class RedisBroker:
         with self._errors("acquire_lease"):
             # When SET NX fails, either someone holds the lease, or redis-py retried a SET whose reply was
             # lost and the lease is ours after all.
-            if not await self._client.set(key, token, nx=True, px=_ttl_ms(ttl)) and (
-                await self._client.get(key) != token.encode()
+            if not await self._lease_client.set(key, token, nx=True, px=_ttl_ms(ttl)) and (
+                await self._lease_client.get(key) != token.encode()
             ):
                 return None
         return Lease(stream=stream, holder=holder, token=token)
@@ -230,14 +235,18 @@ class RedisBroker:
         self._check_open()
         with self._errors("renew_lease"):
             renewed = await self._renew_script(
-                keys=[self.keys_for(lease.stream).lease], args=[lease.token, _ttl_ms(ttl)]
+                keys=[self.keys_for(lease.stream).lease],
+                args=[lease.token, _ttl_ms(ttl)],
+                client=self._lease_client,
             )
         return bool(renewed)
 
     async def release_lease(self, lease: Lease) -> None:
         self._check_open()
         with self._errors("release_lease"):
-            await self._release_script(keys=[self.keys_for(lease.stream).lease], args=[lease.token])
+            await self._release_script(
+                keys=[self.keys_for(lease.stream).lease], args=[lease.token], client=self._lease_client
+            )
 
     async def notify(self, stream: str) -> None:
         self._check_open()
@@ -308,9 +317,11 @@ class RedisBroker:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)  # redis-py drops the connections they were reading from
+        lease_client = () if self._lease_client is self._client else (self._lease_client.aclose(),)
         await asyncio.gather(
             self._blocking.aclose(),
             self._client.aclose(),
+            *lease_client,
             *(close() for close in self._on_close),
             return_exceptions=True,
         )

@@ -17,18 +17,21 @@ from typing import Any, Final, TypeAlias
 
 from gateway.filters.ast import And, Condition, Filter, FilterError, Op, Or, OrderBy, Regexp, Where
 from gateway.filters.querystring import NOT_AN_OBJECT
+from gateway.jsonshape import FILTER_MAX_DEPTH, FILTER_MAX_NODES, ShapeError, check_shape
 from gateway.models.definition import ModelDef, PropertyDef, PropertyType
 from gateway.models.rows import MAX_SAFE_INTEGER, parse_date
 from gateway.regex import RegexpError, compile_search
 
 _ID_RANGE: Final = (-(2**63), 2**63 - 1)
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
 _ORDER_SEPARATOR = re.compile(r"\s*,\s*")
 _LIKE_OPS: Final = frozenset({Op.LIKE, Op.NLIKE, Op.ILIKE, Op.NILIKE})
 _REGEXP_FLAGS: Final = frozenset("igm")
+MAX_CONDITIONS: Final = 256
+"""Property conditions in one `where` (SQLite refuses an expression tree 1,000 terms deep)."""
 
 _Invalid: TypeAlias = Callable[[str], FilterError]
 """Builds the error for the clause being parsed, given the reason."""
@@ -40,6 +43,7 @@ def parse_filter(model: ModelDef, raw: Any) -> Filter:
         return Filter()
     if not isinstance(raw, Mapping):
         raise FilterError(NOT_AN_OBJECT)
+    _check_shape(raw, "filter")
     _check_include(model, raw.get("include"))
     limit = _count("limit", raw.get("limit"))
     skip = _count("skip", raw.get("skip")) or _count("offset", raw.get("offset")) or 0
@@ -56,8 +60,24 @@ def parse_where(model: ModelDef, raw: Any) -> Where | None:
     """A where clause; None (and `{}`) mean "everything"."""
     if raw is None:
         return None
+    _check_shape(raw, "where clause")
     where = _where(model, raw)
+    if _conditions(where) > MAX_CONDITIONS:
+        raise FilterError(f"The where clause has more than {MAX_CONDITIONS} conditions")
     return None if where == And(()) else where
+
+
+def _check_shape(raw: Any, what: str) -> None:
+    try:
+        check_shape(raw, what=what, max_depth=FILTER_MAX_DEPTH, max_nodes=FILTER_MAX_NODES)
+    except ShapeError as exc:
+        raise FilterError(str(exc)) from None
+
+
+def _conditions(where: Where) -> int:
+    if isinstance(where, (And, Or)):
+        return sum(_conditions(item) for item in where.items)
+    return 1
 
 
 def parse_order(model: ModelDef, raw: Any) -> tuple[OrderBy, ...]:
@@ -133,7 +153,7 @@ def _count(key: str, raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
     value: Any = raw
-    if (isinstance(raw, str) and raw.isascii() and raw.isdigit()) or (
+    if (isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 20) or (
         isinstance(raw, float) and raw.is_integer()
     ):
         value = int(raw)

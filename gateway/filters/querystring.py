@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gateway.filters.ast import FilterError
+from gateway.jsonshape import FILTER_MAX_DEPTH
 
 DEPTH: Final = 5
 ARRAY_LIMIT: Final = 20
@@ -59,6 +60,8 @@ def object_argument(value: Any) -> dict[str, Any] | None:
             value = json.loads(value, parse_constant=_reject_constant)
         except ValueError:
             raise FilterError(NOT_AN_OBJECT) from None
+        except RecursionError:  # the shape limits (gateway.jsonshape) are far below this depth
+            raise FilterError(f"The argument is nested deeper than {FILTER_MAX_DEPTH} levels") from None
         if value is None:
             return None
     if not isinstance(value, dict):

@@ -150,6 +150,9 @@ def build_values(
             if raw is None:
                 values[prop.name] = None
                 continue
+            if has_nul(raw):
+                problems.add(prop.name, "format", NUL_MESSAGE, raw)
+                continue
             try:
                 values[prop.name] = coerce(prop, raw)
             except ValueError:
@@ -184,7 +187,30 @@ def _undeclared(model: ModelDef, body: Mapping[str, Any], problems: InvalidInsta
         return {}
     if model.strict is StrictMode.DROP:
         return {}
+    for name, value in unknown.items():
+        if has_nul(name) or has_nul(value):
+            problems.add(name, "format", NUL_MESSAGE, value)
     return unknown
+
+
+NUL_MESSAGE = "cannot contain the NUL character"
+"""PostgreSQL's text and JSON cannot hold U+0000; refused on every database alike."""
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a NUL character is in `value` or any string (key or value) nested in it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_id(model: ModelDef, raw: Any) -> Any | None:
@@ -193,8 +219,8 @@ def parse_id(model: ModelDef, raw: Any) -> Any | None:
     if prop.type is PropertyType.NUMBER:
         if isinstance(raw, str):
             text = raw.strip()
-            if not (text.isascii() and text.lstrip("-").isdigit()):
-                return None  # "²" and other Unicode digits are isdigit() but not int()
+            if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
+                return None  # "²" is isdigit() but not int(); int() refuses 4,300 digits
             raw = int(text)
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             return None

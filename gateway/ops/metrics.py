@@ -121,6 +121,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.broker_unavailable = Counter(
+            "gateway_broker_unavailable",
+            "Requests refused (503) because the broker did not answer in time",
+            ["operation"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "gateway_http_requests",
             "HTTP requests answered (a change stream counts when it ends)",

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from gateway.changes.writes import WriteRejected
 from gateway.filters import FilterError
@@ -73,10 +74,12 @@ def as_loopback_error(exc: Exception) -> LoopBackError:
         return LoopBackError(400, str(exc))
     if isinstance(exc, WriteRejected):
         return LoopBackError(exc.status, exc.message, code=exc.code)
+    if isinstance(exc, ClientDisconnect):  # nobody reads the reply; it is counted as the client's fault
+        return LoopBackError(400, "The client left before sending its whole request")
     raise TypeError(f"not a client error: {exc!r}")
 
 
-CLIENT_ERRORS = (LoopBackError, InvalidInstance, FilterError, WriteRejected)
+CLIENT_ERRORS = (LoopBackError, InvalidInstance, FilterError, WriteRejected, ClientDisconnect)
 
 
 async def client_error_handler(request: Request, exc: Exception) -> Response:
@@ -85,10 +88,21 @@ async def client_error_handler(request: Request, exc: Exception) -> Response:
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    name = "Error"
-    return error_response(
-        LoopBackError(exc.status_code, str(exc.detail), name=name), head=request.method == "HEAD"
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    error = LoopBackError(exc.status_code, str(exc.detail), headers=headers)
+    return error_response(error, head=request.method == "HEAD")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app's OpenAPI document lists for the request's path (RFC 9110's `Allow`), so that
+    the header and the document agree."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
 
 
 INVALID_REGULAR_EXPRESSION = "2201B"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.models.definition import ModelDef, PropertyDef, PropertyType
+from gateway.models.definition import ModelDef, PropertyDef, PropertyType, StrictMode
+from gateway.models.rows import MAX_SAFE_INTEGER
 
 _JSON_TYPES: dict[PropertyType, dict[str, Any]] = {
     PropertyType.STRING: {"type": "string"},
@@ -26,27 +27,106 @@ _PARAMETER_DOCS = {
     "or the bracket form filter[where][done]=false",
     "where": 'A LoopBack where clause: JSON such as {"done":true}, or the bracket form where[done]=true',
 }
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
+WHERE_SCHEMA: dict[str, Any] = {"type": "object"}
+FILTER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "where": WHERE_SCHEMA,
+        "order": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "limit": _COUNT,
+        "skip": _COUNT,
+        "offset": _COUNT,
+        "fields": {
+            "oneOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "object", "additionalProperties": {"type": "boolean"}},
+            ]
+        },
+    },
+}
+"""The shape of a filter argument; the gateway also checks its names against the model and its limits
+(README, Limits), which JSON Schema cannot say."""
+_PARAMETER_SCHEMAS = {"filter": FILTER_SCHEMA, "where": WHERE_SCHEMA}
+
+
+def json_parameter(name: str, description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    """A query parameter whose value is JSON (OpenAPI's `content` form), as LoopBack's object arguments."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+NO_NUL = "^[^\u0000]*$"
+"""Strings cannot hold U+0000 (PostgreSQL cannot store it; refused on every database)."""
+JSON_VALUE_NAME = "JsonValue"
+JSON_VALUE: dict[str, Any] = {
+    "title": "Any JSON value without NUL characters",
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"$ref": f"#/components/schemas/{JSON_VALUE_NAME}"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": f"#/components/schemas/{JSON_VALUE_NAME}"},
+        },
+    ],
+}
+_ANY = {"$ref": f"#/components/schemas/{JSON_VALUE_NAME}"}
 
 
 def property_schema(prop: PropertyDef) -> dict[str, Any]:
     schema = dict(_JSON_TYPES[prop.type])
     if prop.type is PropertyType.NUMBER and prop.is_id:
-        schema = {"type": "integer"}
+        schema = {"type": "integer", "minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER}
+    elif prop.type is PropertyType.STRING:
+        schema["pattern"] = NO_NUL
+        if prop.required:
+            schema["minLength"] = 1  # LoopBack's "can't be blank"
+    elif prop.type is PropertyType.OBJECT:
+        schema.update({"propertyNames": {"pattern": NO_NUL}, "additionalProperties": _ANY})
+    elif prop.type is PropertyType.ANY:
+        schema = dict(_ANY)
     if prop.item_type is not None:
-        schema["items"] = dict(_JSON_TYPES[prop.item_type])
+        schema["items"] = property_schema(PropertyDef(prop.name, prop.item_type))
+    elif prop.type is PropertyType.ARRAY:
+        schema["items"] = _ANY
+    if "type" in schema and not prop.required:  # null unsets a property
+        schema["type"] = [schema["type"], "null"]
     return schema
 
 
 def model_schemas(models: tuple[ModelDef, ...]) -> dict[str, Any]:
-    """`components/schemas` entries: one per model."""
-    schemas: dict[str, Any] = {}
+    """`components/schemas` entries: per model, the body it accepts (`<Name>`) and the row it answers
+    (`<Name>Row`: any property may be absent, as unset ones and `fields` projections are)."""
+    schemas: dict[str, Any] = {JSON_VALUE_NAME: JSON_VALUE}
     for model in models:
         properties = {p.name: property_schema(p) for p in model.properties if not p.hidden}
         required = [p.name for p in model.properties if p.required and not p.is_id]
         schema: dict[str, Any] = {"type": "object", "title": model.name, "properties": properties}
         if required:
             schema["required"] = required
+        if model.strict is StrictMode.REJECT:
+            schema["additionalProperties"] = False
+        elif model.strict is StrictMode.KEEP:
+            schema.update({"propertyNames": {"pattern": NO_NUL}, "additionalProperties": _ANY})
         schemas[model.name] = schema
+        if model.force_id:  # a create may not choose the id (LoopBack's forceId)
+            new = {**schema, "properties": {k: v for k, v in properties.items() if k != model.id_name}}
+            new["propertyNames"] = {"pattern": NO_NUL, "not": {"const": model.id_name}}
+            schemas[f"{model.name}New"] = new
+        schemas[f"{model.name}Row"] = {
+            "type": "object",
+            "title": f"{model.name} row",
+            "properties": properties,
+        }
     return schemas
 
 
@@ -55,39 +135,36 @@ class RouteDocs:
 
     def __init__(self, model: ModelDef) -> None:
         self._ref = {"$ref": f"#/components/schemas/{model.name}"}
+        self._new = {"$ref": f"#/components/schemas/{model.name}{'New' if model.force_id else ''}"}
+        self._row = {"$ref": f"#/components/schemas/{model.name}Row"}
 
     def _json(self, schema: dict[str, Any]) -> dict[str, Any]:
         return {"content": {"application/json": {"schema": schema}}}
 
-    def params(self, *names: str) -> dict[str, Any]:
+    def params(self, *names: str, required: bool = False) -> dict[str, Any]:
         return {
             "parameters": [
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": False,
-                    "description": _PARAMETER_DOCS[name],
-                    "schema": {"type": "string"},
-                }
+                json_parameter(name, _PARAMETER_DOCS[name], _PARAMETER_SCHEMAS[name], required=required)
                 for name in names
             ]
         }
 
     def body(self, *, array: bool = False, where: bool = False) -> dict[str, Any]:
         schema: dict[str, Any] = self._ref
-        if array:
-            schema = {"oneOf": [self._ref, {"type": "array", "items": self._ref}]}
-        extra: dict[str, Any] = {"requestBody": {"required": True, **self._json(schema)}}
-        if where:
-            extra.update(self.params("where"))
+        if array:  # only create takes an array
+            schema = {"oneOf": [self._new, {"type": "array", "items": self._new}]}
+        # Not required: an empty body is `{}`, as in LoopBack (a create may then fail its validation).
+        extra: dict[str, Any] = {"requestBody": {"required": False, **self._json(schema)}}
+        if where:  # upsertWithWhere and updateAll need it (`where={}` is every row)
+            extra.update(self.params("where", required=True))
         return extra
 
     def reply(self, *, array: bool = False, array_or_one: bool = False) -> dict[int | str, Any]:
-        schema: dict[str, Any] = self._ref
+        schema: dict[str, Any] = self._row
         if array:
-            schema = {"type": "array", "items": self._ref}
+            schema = {"type": "array", "items": self._row}
         elif array_or_one:
-            schema = {"oneOf": [self._ref, {"type": "array", "items": self._ref}]}
+            schema = {"oneOf": [self._row, {"type": "array", "items": self._row}]}
         return {200: {"description": "Success", **self._json(schema)}}
 
     def count(self) -> dict[int | str, Any]:
@@ -97,3 +174,67 @@ class RouteDocs:
     def exists(self) -> dict[int | str, Any]:
         schema = {"type": "object", "properties": {"exists": {"type": "boolean"}}}
         return {200: {"description": "Success", **self._json(schema)}}
+
+
+ERROR_SCHEMA_NAME = "LoopBackError"
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "LoopBack error",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["statusCode", "message"],
+            "properties": {
+                "statusCode": {"type": "integer"},
+                "name": {"type": "string"},
+                "message": {"type": "string"},
+                "code": {"type": "string"},
+                "details": {},
+            },
+        }
+    },
+}
+"""The envelope every error is sent in (`gateway.rest.errors`); a 422's `details` hold `codes`/`messages`."""
+
+_ERROR_REASONS = {
+    "400": "A malformed filter, where, options or body, or one past a documented limit",
+    "401": "Authentication required, or the credentials are invalid",
+    "403": "The model's ACLs deny this to the principal",
+    "404": "No such instance (or, for /auth routes, authentication is not configured)",
+    "405": "Method not allowed (the `Allow` header lists those that are)",
+    "413": "The request body is larger than GATEWAY_LIMIT_BODY_BYTES",
+    "422": "The body is not a valid instance (ValidationError with details.codes and details.messages)",
+    "429": "A rate or stream limit was reached; see Retry-After",
+    "503": "The broker or security store did not answer in time, or the worker is draining; see Retry-After",
+}
+_NOT_FOUND_ROUTES = ("/{id}", "/{id}/replace", "/findOne", "/stream-ticket", "/session")
+
+
+def complete_error_responses(document: dict[str, Any], rest_root: str) -> None:
+    """Add every error status the gateway can send to each operation of `document` (in place), in the
+    LoopBack envelope, replacing FastAPI's `HTTPValidationError` 422, which the gateway never sends."""
+    document.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA_NAME] = ERROR_SCHEMA
+    for schema_name in ("HTTPValidationError", "ValidationError"):
+        document["components"]["schemas"].pop(schema_name, None)
+    for path, operations in document.get("paths", {}).items():
+        model_route = path.startswith((f"{rest_root}/", "/auth/"))
+        if not model_route:
+            continue
+        for method, operation in operations.items():
+            statuses = ["400", "401", "403", "429", "503"]
+            if method in ("post", "put", "patch"):
+                statuses += ["404", "413", "422"]  # an upsert's id may be out of the principal's scope
+            elif path.endswith(_NOT_FOUND_ROUTES) or "{id}" in path:
+                statuses.append("404")
+            responses = operation.setdefault("responses", {})
+            for status, response in list(responses.items()):
+                if "HTTPValidationError" in repr(response):
+                    del responses[status]
+            for status in statuses:
+                responses[status] = {
+                    "description": responses.get(status, {}).get("description", _ERROR_REASONS[status]),
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}}
+                    },
+                }

@@ -8,6 +8,7 @@ them (see `gateway.rest.openapi`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,10 +21,14 @@ from gateway.changes.writes import ModelWrites
 from gateway.filters import And, Condition, Filter, Op, argument, parse_fields, parse_filter, parse_where
 from gateway.models.definition import ModelDef
 from gateway.models.validation import InvalidInstance, parse_id
+from gateway.ops.metrics import Metrics
 from gateway.rest import openapi
 from gateway.rest.errors import JSON_TYPE, LoopBackError, not_found
+from gateway.rest.limits import RestLimits, check_body_shape
 from gateway.rest.reads import ModelReads
 from gateway.security import OPEN, Access
+
+log = logging.getLogger("gateway.rest")
 
 AccessCheck = Callable[[Request, ModelDef, str], Awaitable[Access]]
 """Authorises a LoopBack method (`"find"`, `"create"`, ...) for a request: `Security.access`."""
@@ -42,9 +47,11 @@ async def read_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise LoopBackError(400, f"Unexpected token in JSON: {exc}", name="SyntaxError") from None
+    check_body_shape(body)
+    return body
 
 
 async def read_object(request: Request) -> dict[str, Any]:
@@ -64,12 +71,16 @@ class ModelApi:
         writes: ModelWrites,
         broker: Broker,
         access: AccessCheck | None = None,
+        metrics: Metrics | None = None,
+        limits: RestLimits | None = None,
     ) -> None:
         self.model = model
         self.reads = reads
         self.writes = writes
         self.broker = broker
         self._access = access
+        self._metrics = metrics
+        self.limits = limits or RestLimits()
 
     async def access(self, request: Request, method: str) -> Access:
         """Authorise `method` before anything of the request is parsed (401/403/429 are raised)."""
@@ -100,11 +111,17 @@ class ModelApi:
         return parse_id(self.model, raw)
 
     async def position_header(self) -> dict[str, str]:
-        """The stream position before a read, so `change-stream?lastEventId=<it>` misses nothing after it."""
+        """The stream position before a read, so `change-stream?lastEventId=<it>` misses nothing after it.
+        A read without it would quietly break list-then-watch, so a broker that cannot answer is a 503."""
         try:
             head = await self.broker.head(self.model.stream)
-        except BrokerError:
-            return {}
+        except BrokerError as exc:
+            log.warning("no stream position for a read of %s: %s", self.model.name, exc)
+            if self._metrics is not None:
+                self._metrics.broker_unavailable.labels("position").inc()
+            raise LoopBackError(
+                503, "The change stream's position is unavailable; retry", headers={"Retry-After": "2"}
+            ) from None
         return {POSITION_HEADER: str(Position(head.epoch, head.last))}
 
 
@@ -123,6 +140,7 @@ def model_router(api: ModelApi) -> APIRouter:
         if isinstance(body, list):
             if not all(isinstance(item, dict) for item in body):
                 raise LoopBackError(400, "Each element of the request body must be a JSON object")
+            api.limits.check_create(body)
             return json_response(await api.writes.create([access.row(item) for item in body]))
         if not isinstance(body, dict):
             raise LoopBackError(400, "The request body must be a JSON object or an array of objects")
@@ -198,9 +216,11 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.get("", openapi_extra=docs.params("filter"), responses=docs.reply(array=True), summary="find")
     async def find(request: Request) -> Response:
-        flt = (await api.access(request, "find")).filter(api.filter(request))
+        flt = api.limits.page((await api.access(request, "find")).filter(api.filter(request)))
         headers = await api.position_header()
-        return json_response(await api.reads.find(flt), headers=headers)
+        rows = await api.reads.find(flt)
+        api.limits.check_page(rows)
+        return json_response(rows, headers=headers)
 
     @router.get("/{id}/exists", responses=docs.exists(), summary="exists")
     async def exists(request: Request, id: str) -> Response:

@@ -74,7 +74,7 @@ def auth_router(security: Security) -> APIRouter:
         )
         return response
 
-    @router.delete("/session", summary="Forget the session cookie")
+    @router.delete("/session", status_code=204, summary="Forget the session cookie")
     async def close_session() -> Response:
         response = Response(status_code=204, headers=NO_STORE)
         response.delete_cookie(

@@ -120,8 +120,14 @@ def _subject(claims: dict[str, Any]) -> str:
     return sub
 
 
+MAX_EXPIRY = 253402300799
+"""The last second of the year 9999: no later `exp` can be a cookie's expiry or a float's exact time."""
+
+
 def _expiry(claims: dict[str, Any]) -> float:
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise invalid_token('The access token\'s "exp" claim must be a number')
+    if not exp <= MAX_EXPIRY:  # also NaN; 10**400 cannot even become a float
+        raise invalid_token('The access token\'s "exp" claim must be a time before the year 10000')
     return float(exp)

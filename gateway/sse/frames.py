@@ -46,6 +46,14 @@ def preamble(fmt: Format, retry_ms: int) -> bytes:
     return b"retry: %d\n:ok\n\n" % jittered
 
 
+def reconnect_body(retry_ms: int, reason: str) -> bytes:
+    """The whole body of an SSE request this worker refuses (full, draining, broker down): a `200` whose
+    `retry:` makes every EventSource reconnect, through the load balancer, by itself. A non-200 would make
+    it give up for good (readyState 2). The comment says why, for people reading it with curl."""
+    jittered = int(retry_ms * random.uniform(0.8, 1.2))
+    return b"retry: %d\n: %s\n\n" % (jittered, reason.replace("\n", " ").encode())
+
+
 def data_frame(fmt: Format, position: bytes, change_json: bytes) -> bytes:
     if fmt is Format.SSE:
         return b"id: " + position + b"\nevent: data\ndata: " + change_json + b"\n\n"

@@ -8,6 +8,8 @@ that wraps the whole app (request log, CORS, security headers, body limit) still
 
 All client errors (bad `options`, a full or draining worker, an unreachable broker, failed authentication)
 are answered in LoopBack's envelope before the stream starts; after the `200`, problems are told in-band.
+The one exception is a 503 to a request for SSE: that is a `200` with a `retry:` and an immediate end (DESIGN
+§4.2a), because EventSource gives up for good on any other status, while it reconnects after an end.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.broker.base import Broker, BrokerError
@@ -28,6 +31,7 @@ from gateway.rest.errors import CLIENT_ERRORS, LoopBackError, as_loopback_error,
 from gateway.security import StreamAccess
 from gateway.security.limits import Release
 from gateway.sse.endpoint import ChangeStreamResponse
+from gateway.sse.frames import Format, reconnect_body
 from gateway.sse.negotiation import resume_from, stream_format, stream_options
 
 log = logging.getLogger("gateway.stream")
@@ -39,6 +43,17 @@ DESCRIPTION = (
     "Resume with the `Last-Event-ID` header or `lastEventId`; filter with `options` "
     '(`{"where": ..., "fields": ...}`).'
 )
+
+SSE_EVENT = {
+    "type": "object",
+    "description": "One event: `data` (a change object as JSON), `reset`, or an `id`-only bookmark",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string", "enum": ["data", "reset"]},
+        "data": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 Authorise = Callable[[Request, ModelDef], Awaitable[StreamAccess]]
 
@@ -78,10 +93,15 @@ class ChangeStreamRoutes:
         if model is None or scope["method"] not in METHODS:
             await self.app(scope, receive, send)
             return
+        request = Request(scope, receive)
         try:
-            stream = await self._admit(Request(scope, receive), model)
+            stream = await self._admit(request, model)
         except CLIENT_ERRORS as exc:
-            await error_response(as_loopback_error(exc))(scope, receive, send)
+            error = as_loopback_error(exc)
+            if error.status == 503 and stream_format(request) is Format.SSE:
+                await self._reconnect(error.message)(scope, receive, send)
+                return
+            await error_response(error)(scope, receive, send)
             return
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
@@ -92,6 +112,10 @@ class ChangeStreamRoutes:
         finally:
             if stream.release is not None:
                 await stream.release()
+
+    def _reconnect(self, reason: str) -> Response:
+        body = reconnect_body(self._retry_ms, reason)
+        return Response(body, headers={"Content-Type": Format.SSE.value, "Cache-Control": "no-cache"})
 
     async def _admit(self, request: Request, model: ModelDef) -> _Admitted:
         """Everything that can refuse a stream, in order; the stream slot taken is given back on failure."""
@@ -186,12 +210,15 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
     ]
     responses = {
         "200": {
-            "description": "The change stream",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}, "application/x-ndjson": {}},
+            "description": "The change stream; when this worker takes no new stream (draining, full, broker "
+            "down), an SSE request gets only a `retry:` and the end, so that EventSource reconnects",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}, "application/x-ndjson": {}},
         },
         "400": {"description": "Bad `options`"},
         "401": {"description": "Authentication required or failed"},
-        "503": {"description": "This worker takes no new stream now (draining, full, broker down)"},
+        "503": {
+            "description": "Not SSE, and this worker takes no new stream now (draining, full, broker down)"
+        },
     }
     paths: dict[str, Any] = {}
     for model in models:

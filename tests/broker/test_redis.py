@@ -17,7 +17,7 @@ from redis.crc import key_slot
 
 from gateway.broker.base import BrokerError, LeaseLost
 from gateway.broker.continuity import ZERO_OFFSET
-from gateway.broker.factory import broker_from_url
+from gateway.broker.factory import PoolLimits, broker_from_url
 from gateway.broker.redis import RedisBroker
 from tests.redis_server import RedisServer, RedisServers
 
@@ -313,3 +313,33 @@ async def test_an_append_retried_after_a_lost_reply_is_not_duplicated(
             writer.close()
         proxy.close()
         await proxy.wait_closed()
+
+
+async def test_a_full_pool_makes_commands_wait_and_leases_renew_on_their_own_connections(
+    redis_url: str, redis_prefix: str, private: Callable[..., RedisBroker]
+) -> None:
+    """redis-py's default pool raised at once when full; here a command waits for a free connection, fails
+    as a BrokerError only past the pool timeout, and the relay's lease is renewed meanwhile."""
+    broker = private(redis_url, prefix=redis_prefix, pool=PoolLimits(max_connections=4, timeout=1.0))
+    lease = await broker.acquire_lease(S, "relay-1", 30.0)
+    assert lease is not None
+    key = f"{redis_prefix}:never-pushed"
+    hold = [asyncio.create_task(broker.client.blpop([key], timeout=3)) for _ in range(4)]
+    try:
+        pool = broker.client.connection_pool  # type: ignore[union-attr]
+
+        async def pool_is_full() -> bool:
+            return len(pool._in_use_connections) == 4
+
+        await eventually(pool_is_full, what="four connections in use")
+        assert await broker.renew_lease(lease, 30.0)
+        started = time.monotonic()
+        with pytest.raises(BrokerError, match="No connection available"):
+            await broker.head(S)
+        assert time.monotonic() - started >= 0.9
+        await asyncio.gather(*hold)
+        assert (await broker.head(S)).last == ZERO_OFFSET
+    finally:
+        for task in hold:
+            task.cancel()
+        await asyncio.gather(*hold, return_exceptions=True)

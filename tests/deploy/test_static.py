@@ -167,7 +167,7 @@ def gunicorn_config(env: dict[str, str], *args: str) -> dict[str, str]:
 def test_gunicorn_conf_defaults() -> None:
     config = gunicorn_config({})
     assert config["wsgi_app"] == "'gateway.app:create_app()'"
-    assert config["worker_class"] == "'uvicorn_worker.UvicornWorker'"
+    assert config["worker_class"] == "'gateway.ops.httpguard.GuardedUvicornWorker'"
     assert config["bind"] == "['0.0.0.0:3000']"
     assert int(config["workers"]) == prefork.available_cpus()
     assert int(config["graceful_timeout"]) > DEFAULT_DRAIN

@@ -43,3 +43,16 @@ async def subscribe(gateway: Gateway) -> Subscription:
     return await gateway.hub.subscribe(
         model, (Format.SSE, repr(None), repr(None)), lambda: None, None, replaying=False
     )
+
+
+def assert_told_to_reconnect(reply: httpx.Response, reason: str) -> None:
+    """A refused SSE request: a 200 whose whole body is a jittered `retry:` and a comment naming `reason`,
+    so that every EventSource reconnects by itself (a non-200 makes it give up for good)."""
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/event-stream"
+    retry, comment, blank, end = reply.text.split("\n")
+    assert retry.startswith("retry: ")
+    assert 2400 <= int(retry.removeprefix("retry: ")) <= 3600  # GATEWAY_RETRY's 3000 ms, jittered ±20 %
+    assert comment.startswith(": ")
+    assert reason in comment
+    assert (blank, end) == ("", "")

@@ -11,7 +11,7 @@ from types import FrameType
 from gateway.fanout.subscriber import State
 from gateway.ops.drain import SWEEP_INTERVAL, Drain
 from gateway.ops.metrics import Metrics
-from tests.ops.conftest import GatewayFactory, subscribe
+from tests.ops.conftest import GatewayFactory, assert_told_to_reconnect, subscribe
 
 STREAM = "/api/Todos/change-stream"
 
@@ -20,7 +20,10 @@ async def test_draining_refuses_streams_and_readiness_but_serves_rest(in_process
     async with in_process() as (client, gateway):
         assert (await client.get("/readyz")).status_code == 200
         gateway.drain.begin()
-        refused = await client.get(STREAM, headers={"Accept": "text/event-stream"})
+        # EventSource gives up for good on a non-200: it gets a 200 that tells it to reconnect, and ends.
+        reconnect = await client.get(STREAM, headers={"Accept": "text/event-stream"})
+        assert_told_to_reconnect(reconnect, "shutting down")
+        refused = await client.get(STREAM, headers={"Accept": "application/json"})
         assert refused.status_code == 503
         assert refused.headers["Retry-After"].isdigit()
         assert refused.json()["error"]["statusCode"] == 503

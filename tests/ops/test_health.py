@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.ops.conftest import GatewayFactory, subscribe
+from tests.ops.conftest import GatewayFactory, assert_told_to_reconnect, subscribe
 
 
 async def test_healthz_and_readyz(in_process: GatewayFactory) -> None:
@@ -21,7 +21,9 @@ async def test_a_full_worker_is_not_ready_and_refuses_streams(in_process: Gatewa
         body = ready.json()
         assert "maximum of 1 streams" in body["problems"]["worker"]
         assert body["streams"] == {"open": 1, "max": 1}
-        refused = await client.get("/api/Todos/change-stream", headers={"Accept": "text/event-stream"})
+        reconnect = await client.get("/api/Todos/change-stream", headers={"Accept": "text/event-stream"})
+        assert_told_to_reconnect(reconnect, "maximum of 1 streams")
+        refused = await client.get("/api/Todos/change-stream", headers={"Accept": "application/json"})
         assert refused.status_code == 503
         assert "Retry-After" in refused.headers
         assert (await client.get("/api/Todos")).status_code == 200  # REST is still served

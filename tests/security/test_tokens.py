@@ -80,6 +80,8 @@ def test_a_good_token_gives_its_principal() -> None:
         (lambda: "a.b.c", "malformed"),
         (lambda: "x" * 9000, "malformed"),
         (lambda: make_token(roles=[1, 2]), '"roles" claim must be a list of strings'),
+        (lambda: make_token(exp=10**400), '"exp" claim must be a time before the year 10000'),
+        (lambda: make_token(exp=1e308), '"exp" claim must be a time before the year 10000'),
     ],
     ids=[
         "alg-none",
@@ -95,6 +97,8 @@ def test_a_good_token_gives_its_principal() -> None:
         "bad-segments",
         "oversized",
         "bad-roles",
+        "exp-of-401-digits",
+        "exp-of-1e308",
     ],
 )
 def test_bad_tokens_are_refused(token: Callable[[], str], message: str) -> None:
@@ -170,3 +174,15 @@ async def test_bad_credentials_are_a_401_in_the_loopback_envelope_even_on_public
             assert reply.headers["www-authenticate"].startswith("Bearer")
         assert (await client.get("/api/Boards")).status_code == 200
         assert (await client.get("/api/Boards", headers=bearer(make_token()))).status_code == 200
+
+
+@pytest.mark.parametrize("exp", [10**400, 1e308, 253402300800])
+async def test_a_signed_token_that_never_expires_is_a_401_not_a_500(
+    secured: GatewayFactory, exp: float
+) -> None:
+    token = make_token(exp=exp)
+    async with secured() as (client, _):
+        for method, path in (("GET", "/api/Notes"), ("POST", "/auth/session")):
+            reply = await client.request(method, path, headers=bearer(token))
+            assert reply.status_code == 401, (method, path, reply.text)
+            assert reply.json()["error"]["code"] == "INVALID_TOKEN"

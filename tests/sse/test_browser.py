@@ -11,6 +11,7 @@ import httpx
 from playwright.async_api import Browser
 
 from gateway.config import Settings
+from gateway.sse.frames import Format
 from tests.conftest import EXAMPLE_MODELS
 from tests.server import free_port
 from tests.sse.helpers import serve
@@ -72,3 +73,47 @@ async def test_eventsource_resumes_across_a_restart_without_gap(
     assert len({position for position, _ in events}) == 6
     assert resets == 0
     assert json.dumps(events[0][1]).startswith('{"target": 1')
+
+
+async def test_eventsource_refused_by_a_full_worker_reconnects_by_itself(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """A full worker's answer to an SSE request must not be a status that makes EventSource give up."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        models=EXAMPLE_MODELS,
+        retry=200,
+        max_connections=1,
+    )
+    async with serve(settings, page=PAGE) as (url, app):
+        gateway = app.gateway
+        model = gateway.registry.models[0]
+        held = await gateway.hub.subscribe(
+            model, (Format.SSE, "None", "None"), lambda: None, None, replaying=False
+        )
+        page = await browser.new_page()
+        await page.goto(f"{url}/page")
+
+        def refusals() -> float:
+            labels = {"kind": "stream", "method": "GET", "status": "200"}
+            return gateway.metrics.registry.get_sample_value("gateway_http_requests_total", labels) or 0
+
+        async with asyncio.timeout(20):
+            while refusals() < 2:  # refused, then back by itself, and refused again
+                await asyncio.sleep(0.05)
+        assert await page.evaluate("source.readyState") != 2  # CLOSED: it would never try again
+        await gateway.hub.unsubscribe(held)
+        async with asyncio.timeout(20):
+            while await page.evaluate("source.readyState") != 1:  # OPEN: it came back by itself
+                await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.post("/api/Todos", json={"title": "after the refusal"})).status_code == 200
+        async with asyncio.timeout(20):
+            while not await received_titles(page):
+                await asyncio.sleep(0.05)
+        assert await received_titles(page) == ["after the refusal"]
+
+
+async def received_titles(page: Any) -> list[str]:
+    received = await page.evaluate("window.received")
+    return [change["data"]["title"] for _, change in received]

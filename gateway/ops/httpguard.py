@@ -1,0 +1,155 @@
+"""uvicorn's httptools protocol with the limits a server facing clients directly needs (no nginx in front).
+
+uvicorn waits for ever for the rest of an incomplete request (300 connections dribbling headers or a body
+were all held 65 s) and takes request headers of any size (a 64 MiB header stalled the health check for
+2.5 s). This protocol bounds both, per connection, before the request reaches the app:
+- headers must be complete within `GATEWAY_HEADER_TIMEOUT` seconds of the request's first byte (408),
+- a body within `GATEWAY_BODY_TIMEOUT` seconds of the end of the headers (408, or the connection closed
+  if the app already answered),
+- the request line and headers may hold `GATEWAY_MAX_HEADER_BYTES` bytes and `GATEWAY_MAX_HEADERS` fields
+  (431).
+A stream is unaffected: its request ends with its headers, and what follows is the response.
+
+`gateway serve` passes `http="gateway.ops.httpguard:GuardedHttpToolsProtocol"` to uvicorn (an import path,
+so that it survives uvicorn's worker processes), and gunicorn runs `GuardedUvicornWorker`; the limits come
+from the settings of the worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
+
+from gateway.config import load_settings
+
+PROTOCOL = "gateway.ops.httpguard:GuardedHttpToolsProtocol"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    header_timeout: float
+    body_timeout: float
+    max_header_bytes: int
+    max_headers: int
+
+
+@functools.cache
+def process_limits() -> HttpLimits:
+    """The limits of this worker process, read once from its settings (as `create_app()` reads them)."""
+    settings = load_settings()
+    return HttpLimits(
+        settings.header_timeout, settings.body_timeout, settings.max_header_bytes, settings.max_headers
+    )
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a request that was answered already."""
+
+
+def _reply(status: bytes, message: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json; charset=utf-8\r\n"
+        b"content-length: " + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n" + message
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` with header and body deadlines and header size and count limits."""
+
+    limits: HttpLimits | None = None
+    """Set on a subclass to bypass the settings (tests); otherwise `process_limits()`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = self.limits or process_limits()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._header_count = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # not after our own 408/431 (parsing stopped by `_Refused`)
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = self._header_count = 0
+        if self._deadline is None:  # a keep-alive connection's next request
+            self._arm(
+                self._limits.header_timeout, b"408 Request Timeout", "The request headers took too long"
+            )
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value), 1)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+        self._arm(self._limits.body_timeout, b"408 Request Timeout", "The request body took too long")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _count(self, size: int, fields: int) -> None:
+        self._header_bytes += size
+        self._header_count += fields
+        limits = self._limits
+        if self._header_bytes > limits.max_header_bytes or self._header_count > limits.max_headers:
+            self._refuse(
+                b"431 Request Header Fields Too Large",
+                f"The request line and headers may hold {limits.max_header_bytes} bytes and "
+                f"{limits.max_headers} fields",
+            )
+            raise _Refused
+
+    def _arm_header_deadline(self) -> None:
+        self._arm(self._limits.header_timeout, b"408 Request Timeout", "The request headers took too long")
+
+    def _arm(self, seconds: float, status: bytes, message: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._refuse, status, message)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _refuse(self, status: bytes, message: str) -> None:
+        """Answer in LoopBack's envelope unless the app already began its reply, then close."""
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            code = int(status[:3])
+            body = b'{"error":{"statusCode":%d,"name":"Error","message":"%s"}}' % (code, message.encode())
+            self.transport.write(_reply(status, body))
+        self.transport.close()
+
+
+class GuardedUvicornWorker(UvicornWorker):  # type: ignore[misc]
+    """gunicorn's uvicorn worker (deploy/gunicorn.conf.py), serving with `GuardedHttpToolsProtocol`."""
+
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL}

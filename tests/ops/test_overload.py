@@ -1,0 +1,117 @@
+"""Ordinary overload on one worker with Redis: many concurrent reads, many streams of one principal.
+
+redis-py's default pool raised at once past 100 connections: replies lost their `X-Change-Stream-Position`
+without a word, and stream slots were never given back. These run a real `gateway serve` process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.config import Settings
+from tests.conftest import EXAMPLE_MODELS
+from tests.redis_server import RedisServers
+from tests.rest.conftest import serve_in_process
+from tests.server import GatewayProcess
+
+READS = 1_000
+STREAMS = 2_000
+
+
+@pytest.fixture
+def redis_gateway(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[GatewayProcess]:
+    env = {
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'overload.db'}",
+        "GATEWAY_MODELS": str(EXAMPLE_MODELS),
+        "GATEWAY_BROKER_URL": redis_url,
+        "GATEWAY_REDIS_PREFIX": redis_prefix,
+        "GATEWAY_LIMIT_STREAMS_PER_PRINCIPAL": str(STREAMS + 100),
+    }
+    with GatewayProcess(env, log_path=tmp_path / "gateway.log") as process:
+        yield process
+
+
+async def test_every_one_of_1000_concurrent_reads_carries_its_position(redis_gateway: GatewayProcess) -> None:
+    limits = httpx.Limits(max_connections=READS, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=redis_gateway.url, limits=limits, timeout=120) as client:
+        replies = await asyncio.gather(*(client.get("/api/Todos/count") for _ in range(READS)))
+    statuses = {reply.status_code for reply in replies}
+    assert statuses == {200}
+    missing = [reply for reply in replies if "x-change-stream-position" not in reply.headers]
+    assert not missing, f"{len(missing)} of {READS} replies carry no position"
+
+
+async def _open_stream(port: int) -> asyncio.StreamWriter:
+    """A raw SSE connection, once the stream has started (`:ok` read)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/Todos/change-stream HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b":ok\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return writer
+
+
+async def test_2000_streams_of_one_principal_give_their_slots_back(
+    redis_gateway: GatewayProcess, redis_url: str, redis_prefix: str
+) -> None:
+    semaphore = asyncio.Semaphore(200)  # open them quickly, without a SYN flood against the listen backlog
+
+    async def open_one() -> asyncio.StreamWriter:
+        async with semaphore:
+            return await asyncio.wait_for(_open_stream(redis_gateway.port), 60)
+
+    store = aioredis.from_url(redis_url)
+
+    async def held() -> int:
+        keys = [key async for key in store.scan_iter(match=f"{redis_prefix}:sec:streams:*")]
+        return sum([await store.zcard(key) for key in keys])
+
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        writers = await asyncio.gather(*(open_one() for _ in range(STREAMS)))
+        assert await held() == STREAMS
+        for writer in writers:
+            writer.close()
+        dropped = time.monotonic()
+        while await held() and time.monotonic() - dropped < 30:
+            await asyncio.sleep(0.05)
+        assert await held() == 0
+        print(f"{STREAMS} slots back to 0 in {time.monotonic() - dropped:.2f} s")
+        async with httpx.AsyncClient(base_url=redis_gateway.url, timeout=30) as client:
+            assert (await client.get("/readyz")).status_code == 200
+    finally:
+        for writer in writers:
+            writer.close()
+        await store.aclose()
+
+
+async def test_a_read_whose_position_redis_cannot_give_is_a_loud_503(
+    tmp_path: Path, redis_servers: RedisServers, redis_prefix: str
+) -> None:
+    server = redis_servers.start()
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'down.db'}",
+        models=EXAMPLE_MODELS,
+        broker_url=server.url,
+        redis_prefix=redis_prefix,
+    )
+    async with serve_in_process(settings) as (client, gateway):
+        assert "x-change-stream-position" in (await client.get("/api/Todos")).headers
+        server.stop()
+        for route in ("/api/Todos", "/api/Todos/count", "/api/Todos/findOne"):
+            reply = await client.get(route)
+            assert reply.status_code == 503, route
+            assert reply.headers["retry-after"] == "2"
+            assert reply.json()["error"]["statusCode"] == 503
+        assert (await client.post("/api/Todos", json={"title": "still written"})).status_code == 200
+        unavailable = gateway.metrics.registry.get_sample_value(
+            "gateway_broker_unavailable_total", {"operation": "position"}
+        )
+        assert unavailable == 3
