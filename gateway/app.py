@@ -43,6 +43,7 @@ from gateway.security import Security, build_security
 from gateway.security.setup import install_security, security_middleware
 from gateway.sse.endpoint import CutOffLogFilter
 from gateway.sse.route import ChangeStreamRoutes, openapi_paths
+from gateway.sse.snapshot import Snapshots
 
 log = logging.getLogger("gateway")
 
@@ -160,6 +161,9 @@ class GatewayApp(FastAPI):
             retry_ms=settings.retry,
             refuse=gateway.refuse_streams,
             authorise=gateway.security.stream_access,
+            snapshots=Snapshots(
+                {name: api.reads for name, api in gateway.apis.items()}, settings.snapshot_max_rows
+            ),
         )
         return RequestLogMiddleware(
             security_middleware(streams, gateway.security),

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     subscriber_max_bytes: int = Field(default=1_048_576, ge=1024)
     max_connections: int = Field(default=10_000, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
+    snapshot_max_rows: int = Field(default=10_000, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
 
     # Security (docs/security.md). Authentication is off unless a JWT secret or public key is set.

@@ -63,6 +63,7 @@ class ChangeStreamResponse(Response):
         fmt: Format,
         resume: str | None,
         retry_ms: int,
+        prelude: bytes = b"",
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -73,12 +74,13 @@ class ChangeStreamResponse(Response):
         self._fmt = fmt
         self._resume = resume
         self._retry_ms = retry_ms
+        self._prelude = prelude  # a snapshot's frames (gateway.sse.snapshot), sent before the replay
         self._stream = subscription.reader.stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS[self._fmt]})
-            opening = preamble(self._fmt, self._retry_ms)
+            opening = preamble(self._fmt, self._retry_ms) + self._prelude
             if self._resume is None:
                 start = self._subscription.start_position.encode()
                 opening += bookmark_frame(self._fmt, start)

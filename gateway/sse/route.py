@@ -29,6 +29,7 @@ from gateway.security import StreamAccess
 from gateway.security.limits import Release
 from gateway.sse.endpoint import ChangeStreamResponse
 from gateway.sse.negotiation import resume_from, stream_format, stream_options
+from gateway.sse.snapshot import Snapshots, wants_snapshot
 
 log = logging.getLogger("gateway.stream")
 
@@ -63,6 +64,7 @@ class ChangeStreamRoutes:
         retry_ms: int,
         refuse: Callable[[], str | None],
         authorise: Authorise,
+        snapshots: Snapshots,
     ) -> None:
         self.app = app
         self._models = {stream_path(rest_root, model): model for model in models}
@@ -72,6 +74,7 @@ class ChangeStreamRoutes:
         self._retry_ms = retry_ms
         self._refuse = refuse
         self._authorise = authorise
+        self._snapshots = snapshots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self._models.get(route_path(scope)) if scope["type"] == "http" else None
@@ -114,6 +117,7 @@ class ChangeStreamRoutes:
         fields = parse_fields(model, options.get("fields"))
         fmt = stream_format(request)
         resume = resume_from(request)
+        snapshot = resume is None and wants_snapshot(request.query_params, options)
         key = (fmt, repr(where), repr(fields))
         try:
             subscription = await self._hub.subscribe(
@@ -121,13 +125,21 @@ class ChangeStreamRoutes:
                 key,
                 lambda: None if where is None else compile_predicate(model, where),
                 fields,
-                replaying=resume is not None,
+                replaying=resume is not None or snapshot,
                 expires_at=stream.access.expires_at,
             )
         except BrokerError as exc:
             raise LoopBackError(
                 503, f"the change stream is unavailable: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
             ) from None
+        prelude = b""
+        if snapshot:  # read after registering: the position is taken before the query
+            resume = subscription.start_position
+            try:
+                prelude = await self._snapshots.frames(model, where, fields, fmt, resume)
+            except BaseException:
+                await self._hub.unsubscribe(subscription)
+                raise
         return ChangeStreamResponse(
             subscription,
             hub=self._hub,
@@ -136,6 +148,7 @@ class ChangeStreamRoutes:
             fmt=fmt,
             resume=resume,
             retry_ms=self._retry_ms,
+            prelude=prelude,
         )
 
 
@@ -182,6 +195,13 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
             "required": False,
             "description": "Resume after this event id (the `Last-Event-ID` header does the same)",
             "schema": {"type": "string"},
+        },
+        {
+            "name": "snapshot",
+            "in": "query",
+            "required": False,
+            "description": "The matching rows as `create` events, then `event: snapshot-end`, then live",
+            "schema": {"type": "boolean"},
         },
     ]
     responses = {
