@@ -42,6 +42,7 @@ from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_rou
 from gateway.security import Security, build_security
 from gateway.security.setup import install_security, security_middleware
 from gateway.sse.endpoint import CutOffLogFilter
+from gateway.sse.multiplex import MultiplexedStreams
 from gateway.sse.route import ChangeStreamRoutes, openapi_paths
 from gateway.sse.snapshot import Snapshots
 
@@ -165,8 +166,15 @@ class GatewayApp(FastAPI):
                 {name: api.reads for name, api in gateway.apis.items()}, settings.snapshot_max_rows
             ),
         )
+        multiplexed = MultiplexedStreams(
+            streams,
+            gateway.registry.models,
+            rest_root=settings.rest_root,
+            retry_ms=settings.retry,
+            max_bytes=settings.subscriber_max_bytes,
+        )
         return RequestLogMiddleware(
-            security_middleware(streams, gateway.security),
+            security_middleware(multiplexed, gateway.security),
             draining=lambda: gateway.drain.draining,
             metrics=gateway.metrics,
         )

@@ -92,6 +92,10 @@ class ChangeStreamResponse(Response):
             scope[CLIENT_LEFT] = self._subscription.subscriber.close_reason == "disconnect"
             await self._hub.unsubscribe(self._subscription)
 
+    async def abandon(self) -> None:
+        """Undo the registration of a stream that will not be run (a multiplexed stream refused later)."""
+        await self._hub.unsubscribe(self._subscription)
+
     async def _replay_watching(self, receive: Receive, send: Send, resume: str) -> None:
         """Replay, with a task watching for the client to leave meanwhile (this one is busy reading)."""
         subscriber = self._subscription.subscriber

@@ -82,7 +82,7 @@ class ChangeStreamRoutes:
             await self.app(scope, receive, send)
             return
         try:
-            stream = await self._admit(Request(scope, receive), model)
+            stream = await self.admit(Request(scope, receive), model)
         except CLIENT_ERRORS as exc:
             await error_response(as_loopback_error(exc))(scope, receive, send)
             return
@@ -96,14 +96,14 @@ class ChangeStreamRoutes:
             if stream.release is not None:
                 await stream.release()
 
-    async def _admit(self, request: Request, model: ModelDef) -> _Admitted:
+    async def admit(self, request: Request, model: ModelDef) -> Admitted:
         """Everything that can refuse a stream, in order; the stream slot taken is given back on failure."""
         reason = self._refuse()  # first: a draining worker must not burn a single-use ticket
         if reason is not None:
             raise LoopBackError(503, reason, headers={"Retry-After": RETRY_AFTER_SECONDS})
         access = await self._authorise(request, model)
         try:
-            return _Admitted(await self._open(request, model, access), access.release)
+            return Admitted(await self._open(request, model, access), access.release)
         except BaseException:
             if access.release is not None:
                 await access.release()
@@ -152,9 +152,16 @@ class ChangeStreamRoutes:
         )
 
 
-class _Admitted(NamedTuple):
+class Admitted(NamedTuple):
+    """A stream that passed every check and is registered; run `response`, or `abandon` it."""
+
     response: ChangeStreamResponse
     release: Release | None
+
+    async def abandon(self) -> None:
+        await self.response.abandon()
+        if self.release is not None:
+            await self.release()
 
 
 def route_path(scope: Scope) -> str:
