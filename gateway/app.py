@@ -45,6 +45,7 @@ from gateway.sse.endpoint import CutOffLogFilter
 from gateway.sse.multiplex import MultiplexedStreams
 from gateway.sse.route import ChangeStreamRoutes, openapi_paths
 from gateway.sse.snapshot import Snapshots
+from gateway.web.routes import web_router
 
 log = logging.getLogger("gateway")
 
@@ -216,6 +217,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     for model in gateway.registry.models:
         app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)
+    app.include_router(web_router(gateway.registry, rest_root=root, page=settings.page))
     app.include_router(_unknown_model_router(), prefix=root)
     _install_openapi(app, gateway.registry, root)
     return app

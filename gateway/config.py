@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=10_000, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     snapshot_max_rows: int = Field(default=10_000, ge=1)
+    page: bool = True  # the live page at `/` (gateway.web)
     cors_origins: Annotated[list[str], NoDecode] = []
 
     # Security (docs/security.md). Authentication is off unless a JWT secret or public key is set.
