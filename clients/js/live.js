@@ -88,9 +88,11 @@ export class LiveCollection {
   }
 }
 
-/** One multiplexed connection for any number of models (one filter per model). */
+/** One multiplexed connection for any number of models (one filter per model). With `share` (the default
+ * where BroadcastChannel and Web Locks exist), the tabs of an origin elect a leader that holds the only
+ * connection and broadcasts what it reads; a follower becomes the leader when the leader's tab closes. */
 export class Connection {
-  constructor({ base = '', rest = '/api', headers = {}, fetch: fetcher, storage, onState, key } = {}) {
+  constructor({ base = '', rest = '/api', headers = {}, fetch: fetcher, storage, onState, key, share = true } = {}) {
     this.base = base;
     this.rest = rest;
     this.headers = headers;
@@ -109,6 +111,43 @@ export class Connection {
     this._saving = null;
     this._saved = null;
     this._restore();
+    this._leader = !(share && globalThis.BroadcastChannel && globalThis.navigator?.locks);
+    if (!this._leader) this._follow();
+  }
+
+  _follow() {
+    this._channel = new BroadcastChannel(this._key);
+    this._channel.onmessage = ({ data }) => this._message(data);
+    globalThis.navigator.locks.request(this._key, () => new Promise((resolve) => {
+      this._resign = resolve;
+      this._leader = true;
+      this._channel.postMessage({ type: 'hello' });
+      if (this._collections.size) this._restart();
+    }));
+  }
+
+  _message(message) {
+    const { type, model } = message;
+    if (this._leader) {
+      if (type !== 'want') return;
+      const entry = this._collections.get(model);
+      if (!entry) this.live(model, message.options);
+      else if (entry.collection.ready && JSON.stringify(wire(entry.collection.options)) === JSON.stringify(wire(message.options))) this._post({ type: 'rows', model, rows: [...entry.collection._map], position: this.position });
+    } else if (type === 'event') this._event(message.event, message.data, message.id, false);
+    else if (type === 'rows') {
+      this._collections.get(model)?.collection.replace(message.rows);
+      this._changed();
+    }
+    else if (type === 'state') this._setState(message.state, message.error);
+    else if (type === 'hello') for (const m of this._collections.keys()) this._want(m);
+  }
+
+  _post(message) {
+    if (this._channel && this._leader) this._channel.postMessage(message);
+  }
+
+  _want(model) {
+    this._channel.postMessage({ type: 'want', model, options: this._collections.get(model).collection.options });
   }
 
   /** A live collection of `model` rows matching `where`, with `fields`, ordered by `order`. */
@@ -127,11 +166,14 @@ export class Connection {
     if (saved && saved.options === wanted) collection.replace(saved.rows);
     else this.position = dropPart(this.position, model);
     this._collections.set(model, { collection, users: 1, snapshot: null });
-    this._restart();
+    if (this._leader) this._restart();
+    else this._want(model);
     return collection;
   }
 
   close() {
+    this._resign?.();
+    this._channel?.close();
     this._running = false;
     this._collections.clear();
     this._abort?.abort();
@@ -143,8 +185,8 @@ export class Connection {
     if (!entry || --entry.users > 0) return;
     this._collections.delete(model);
     this.position = dropPart(this.position, model);
-    if (this._collections.size) this._restart();
-    else this.close();
+    if (!this._collections.size) this.close();
+    else if (this._leader) this._restart();
   }
 
   _restart() {
@@ -214,8 +256,9 @@ export class Connection {
     }
   }
 
-  _event(event, data, id) {
-    if (this._stale) return; // a reset or error asked for a new connection: the rest of this one is moot
+  _event(event, data, id, own = true) {
+    if (own && this._stale) return; // a reset or error asked for a new connection: the rest of this one is moot
+    if (own) this._post({ type: 'event', event, data, id });
     this.position = id;
     if (!data) return this._changed();
     const message = JSON.parse(data);
@@ -230,6 +273,7 @@ export class Connection {
       entry.snapshot = null;
     } else if (event === 'reset' || event === 'error') {
       if (event === 'reset') this.position = dropPart(id, message.model); // the server snapshots it again
+      if (!own) return;
       this._stale = true;
       this._abort?.abort();
       return;
@@ -246,6 +290,7 @@ export class Connection {
   }
 
   _setState(state, error) {
+    this._post({ type: 'state', state, error: error && String(error) });
     this.state = state;
     this._onState(state, { position: this.position, error });
   }

@@ -188,3 +188,39 @@ async def test_the_page_shows_a_row_written_by_curl_within_a_second(
     await page.screenshot(path=str(screenshot))
     assert screenshot.stat().st_size > 10_000
     assert shown < 1.0
+
+
+async def test_two_tabs_share_one_connection_and_the_survivor_takes_over(
+    browser: Browser, gateway: GatewayProcess
+) -> None:
+    """Tabs of one origin elect a leader (Web Locks) that holds the only stream and broadcasts it; when
+    the leader's tab closes, the other tab opens the stream and resumes."""
+    context = await browser.new_context()
+    streams: list[str] = []
+    context.on(
+        "request", lambda request: streams.append(request.url) if "change-stream" in request.url else None
+    )
+    first = await context.new_page()
+    await first.goto(f"{gateway.url}/")
+    await wait_live(first)
+    second = await context.new_page()
+    await second.goto(f"{gateway.url}/")
+    await wait_live(second)
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        created = (await http.post("/api/Colors", json={"name": "seen by both tabs"})).json()
+
+        async def both_show_it() -> bool:
+            return created in await page_rows(first, "Color") and created in await page_rows(second, "Color")
+
+        await eventually(both_show_it, what="both tabs show the row")
+        assert len(streams) == 1, streams
+        await first.close()
+        created = (await http.post("/api/Colors", json={"name": "after the leader left"})).json()
+
+        async def second_shows_it() -> bool:
+            return created in await page_rows(second, "Color")
+
+        await eventually(second_shows_it, within=30, what="the remaining tab takes over the stream")
+        assert len(streams) == 2
+        assert await page_rows(second, "Color") == (await http.get("/api/Colors")).json()
+    await context.close()
