@@ -15,7 +15,6 @@ ends, and the client resumes every model with its `Last-Event-ID`. SSE only.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
@@ -26,15 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.filters import FilterError, argument, object_argument
 from gateway.models.definition import ModelDef
 from gateway.ops.requestlog import CLIENT_LEFT, SERVER_SEND
-from gateway.rest.errors import CLIENT_ERRORS, as_loopback_error, error_response, server_error
 from gateway.sse.combined import CombinedPosition, relabel
 from gateway.sse.endpoint import HEADERS
 from gateway.sse.frames import Format, preamble
 from gateway.sse.negotiation import resume_from, stream_options
-from gateway.sse.route import METHODS, Admitted, ChangeStreamRoutes, route_path, stream_path
+from gateway.sse.route import METHODS, Admitted, ChangeStreamRoutes, admit_or_answer, route_path, stream_path
 from gateway.sse.snapshot import wants_snapshot
-
-log = logging.getLogger("gateway.stream")
 
 INNER_HEADERS_DROPPED = (b"last-event-id", b"accept", b"options", b"content-length", b"content-type")
 
@@ -63,14 +59,8 @@ class MultiplexedStreams:
         if scope["type"] != "http" or route_path(scope) != self._path or scope["method"] not in METHODS:
             await self.app(scope, receive, send)
             return
-        try:
-            admitted = await self._admit(Request(scope, receive))
-        except CLIENT_ERRORS as exc:
-            await error_response(as_loopback_error(exc))(scope, receive, send)
-            return
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await server_error()(scope, receive, send)
+        admitted = await admit_or_answer(self._admit(Request(scope, receive)), scope, receive, send)
+        if admitted is None:
             return
         names, streams, position = admitted
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,6 +41,7 @@ DESCRIPTION = (
     '(`{"where": ..., "fields": ...}`).'
 )
 
+T = TypeVar("T")
 Authorise = Callable[[Request, ModelDef], Awaitable[StreamAccess]]
 
 
@@ -81,14 +82,8 @@ class ChangeStreamRoutes:
         if model is None or scope["method"] not in METHODS:
             await self.app(scope, receive, send)
             return
-        try:
-            stream = await self.admit(Request(scope, receive), model)
-        except CLIENT_ERRORS as exc:
-            await error_response(as_loopback_error(exc))(scope, receive, send)
-            return
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await server_error()(scope, receive, send)
+        stream = await admit_or_answer(self.admit(Request(scope, receive), model), scope, receive, send)
+        if stream is None:
             return
         try:
             await stream.response(scope, receive, send)
@@ -162,6 +157,19 @@ class Admitted(NamedTuple):
         await self.response.abandon()
         if self.release is not None:
             await self.release()
+
+
+async def admit_or_answer(admission: Awaitable[T], scope: Scope, receive: Receive, send: Send) -> T | None:
+    """The admitted stream, or None once the refusal is answered: a client error in LoopBack's envelope, or
+    a logged 500."""
+    try:
+        return await admission
+    except CLIENT_ERRORS as exc:
+        await error_response(as_loopback_error(exc))(scope, receive, send)
+    except Exception:
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        await server_error()(scope, receive, send)
+    return None
 
 
 def route_path(scope: Scope) -> str:
