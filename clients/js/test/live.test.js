@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { Connection, comparator, sseParser } from '../live.js';
+import { Connection, LiveCollection, comparator, sseParser } from '../live.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..', '..');
@@ -121,6 +121,26 @@ test('order follows LoopBack: ASC/DESC terms, nulls first ascending, ties by id'
   const rows = [{ id: 3, p: 1 }, { id: 1, p: 2 }, { id: 2, p: 1 }, { id: 4 }];
   assert.deepEqual(rows.sort(comparator('p DESC')).map((r) => r.id), [1, 2, 3, 4]);
   assert.deepEqual(rows.sort(comparator(['p ASC'])).map((r) => r.id), [4, 2, 3, 1]);
+});
+
+test('a collection keeps React useSyncExternalStore\'s contract: the same snapshot until a change', () => {
+  const collection = new LiveCollection('Todo', { order: 'title ASC' }, () => {});
+  const seen = [];
+  const unsubscribe = collection.subscribe((_c, change) => seen.push(change?.type));
+  const empty = collection.getSnapshot();
+  assert.equal(collection.getSnapshot(), empty);
+  collection.replace([[1, { id: 1, title: 'b' }]]);
+  collection.apply({ target: 2, data: { id: 2, title: 'a' }, type: 'create' });
+  collection.apply({ target: 2, data: { id: 2, title: 'a' }, type: 'create' });
+  const two = collection.getSnapshot();
+  assert.notEqual(two, empty);
+  assert.equal(collection.getSnapshot(), two);
+  assert.deepEqual(two.map((row) => row.title), ['a', 'b']);
+  collection.apply({ target: 1, where: { id: 1 }, type: 'remove' });
+  unsubscribe();
+  collection.apply({ target: 3, data: { id: 3, title: 'c' }, type: 'create' });
+  assert.deepEqual(seen, [undefined, 'create', 'create', 'remove']);
+  assert.equal(collection.get(3).title, 'c');
 });
 
 test('live collections on one connection stay equal to GET through writes, SIGTERM, SIGKILL and lost history', async () => {
