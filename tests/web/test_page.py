@@ -224,3 +224,30 @@ async def test_two_tabs_share_one_connection_and_the_survivor_takes_over(
         assert len(streams) == 2
         assert await page_rows(second, "Color") == (await http.get("/api/Colors")).json()
     await context.close()
+
+
+async def test_the_forms_create_edit_and_delete(browser: Browser, gateway: GatewayProcess) -> None:
+    page = await browser.new_page()
+    await page.goto(f"{gateway.url}/")
+    await wait_live(page)
+    todo = page.locator("#model-Todo")
+    await todo.locator("input[name=title]").fill("from the form")
+    await todo.locator("input[name=priority]").fill("7")
+    await todo.get_by_role("button", name="Create").click()
+    row = todo.locator("tbody tr", has_text="from the form")
+    await row.wait_for()
+    await row.get_by_role("button", name="Edit").click()
+    await todo.locator("input[name=title]").fill("edited in the form")
+    await todo.locator("input[name=done]").check()
+    await todo.get_by_role("button", name="Save #1").click()
+    await todo.locator("tbody tr", has_text="edited in the form").wait_for()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        assert (await http.get("/api/Todos")).json() == [
+            {"title": "edited in the form", "done": True, "priority": 7, "id": 1}
+        ]
+        await todo.locator("tbody tr", has_text="edited").get_by_role("button", name="Delete").click()
+        await todo.locator("tbody tr").first.wait_for(state="detached")
+        assert (await http.get("/api/Todos")).json() == []
+        await todo.locator("input[name=title]").fill("")
+        await todo.get_by_role("button", name="Create").click()
+        await todo.locator(".error").get_by_text("title").wait_for()  # the gateway's 422, shown
