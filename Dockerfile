@@ -22,6 +22,8 @@ RUN mkdir gateway && touch gateway/__init__.py \
     && /opt/gateway/bin/pip install . \
     && /opt/gateway/bin/pip uninstall -y gateway
 COPY gateway ./gateway
+# gateway/web/static/live.js links to the JS client's source; the wheel gets a copy of it.
+COPY clients/js/live.js ./clients/js/live.js
 RUN /opt/gateway/bin/pip install --no-deps . \
     && /opt/gateway/bin/python -m compileall -q /opt/gateway/lib
 

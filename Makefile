@@ -33,6 +33,7 @@ typecheck: $(DEV)
 
 test: $(DEV) services lint typecheck
 	$(BIN)/pytest
+	GATEWAY_BIN=$(abspath $(BIN))/gateway node --test clients/js/test/
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

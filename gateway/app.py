@@ -43,7 +43,10 @@ from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_rou
 from gateway.security import Security, build_security
 from gateway.security.setup import install_security, security_middleware
 from gateway.sse.endpoint import CutOffLogFilter
+from gateway.sse.multiplex import MultiplexedStreams
 from gateway.sse.route import ChangeStreamRoutes, openapi_paths
+from gateway.sse.snapshot import Snapshots
+from gateway.web.routes import web_router
 
 log = logging.getLogger("gateway")
 
@@ -167,9 +170,19 @@ class GatewayApp(FastAPI):
             retry_ms=settings.retry,
             refuse=gateway.refuse_streams,
             authorise=gateway.security.stream_access,
+            snapshots=Snapshots(
+                {name: api.reads for name, api in gateway.apis.items()}, settings.snapshot_max_rows
+            ),
+        )
+        multiplexed = MultiplexedStreams(
+            streams,
+            gateway.registry.models,
+            rest_root=settings.rest_root,
+            retry_ms=settings.retry,
+            max_bytes=settings.subscriber_max_bytes,
         )
         return RequestLogMiddleware(
-            security_middleware(streams, gateway.security),
+            security_middleware(multiplexed, gateway.security),
             draining=lambda: gateway.drain.draining,
             metrics=gateway.metrics,
         )
@@ -211,6 +224,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     for model in gateway.registry.models:
         app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)
+    app.include_router(web_router(gateway.registry, rest_root=root, page=settings.page))
     app.include_router(_unknown_model_router(), prefix=root)
     _install_openapi(app, gateway.registry, root)
     return app

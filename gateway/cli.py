@@ -19,7 +19,7 @@ import uvicorn
 from gateway.broker.base import BrokerError
 from gateway.broker.factory import redact_url
 from gateway.changes.outbox import outbox_table
-from gateway.client.remote import GatewayUnreachable, RemoteChangeStream
+from gateway.client.remote import GatewayUnreachable, RemoteChangeStream, RemoteItem, Snapshot
 from gateway.config import Settings, SettingsError, load_settings
 from gateway.database import create_engine, create_tables
 from gateway.filters import FilterError
@@ -124,6 +124,9 @@ def tail(
         "the shell's history and the process list.",
     ),
     count: int | None = typer.Option(None, "--count", min=1, help="Exit after this many changes."),
+    snapshot: bool = typer.Option(
+        False, "--snapshot", help="With --url: first print the matching rows, then the changes after them."
+    ),
     wait: float = typer.Option(
         0.0, "--wait", min=0, help="Seconds to keep trying to connect at start (later, it resumes alone)."
     ),
@@ -134,6 +137,8 @@ def tail(
 
     A reset: {"position": "...", "type": "reset", "reason": "epoch-changed"}
 
+    A snapshot (--snapshot): {"position": "...", "type": "snapshot", "rows": [...]}
+
     Without --url, tail reads the Redis of GATEWAY_BROKER_URL (memory:// lives inside the server only).
 
     Exit status: 0 done or interrupted, 1 gateway or broker unreachable, 2 unknown model or bad option.
@@ -141,8 +146,10 @@ def tail(
     logging.basicConfig(level=logging.WARNING, format="gateway tail: %(message)s", stream=sys.stderr)
     where_object = _json_object("--where", where)
     field_names = [name.strip() for name in fields.split(",") if name.strip()] if fields else None
-    opener: AbstractAsyncContextManager[AsyncIterator[StreamItem]]
+    opener: AbstractAsyncContextManager[AsyncIterator[RemoteItem]]
     try:
+        if snapshot and url is None:
+            raise _fail("--snapshot needs --url (the rows come from the gateway)")
         if url is not None:
             opener = RemoteChangeStream(
                 url,
@@ -150,6 +157,7 @@ def tail(
                 where=where_object,
                 fields=field_names,
                 start=start,
+                snapshot=snapshot,
                 headers={"Authorization": f"Bearer {token}"} if token else None,
                 open_timeout=wait,
             )
@@ -210,7 +218,7 @@ async def _local_stream(
 
 
 async def _print_changes(
-    opener: AbstractAsyncContextManager[AsyncIterator[StreamItem]], count: int | None
+    opener: AbstractAsyncContextManager[AsyncIterator[RemoteItem]], count: int | None
 ) -> None:
     printed = 0
     out = sys.stdout.buffer
@@ -219,6 +227,8 @@ async def _print_changes(
             if isinstance(item, Change):
                 line = orjson.dumps({"position": item.position, **item.change})
                 printed += 1
+            elif isinstance(item, Snapshot):
+                line = orjson.dumps({"position": item.position, "type": "snapshot", "rows": item.rows})
             else:
                 line = orjson.dumps({"position": item.position, "type": "reset", "reason": item.reason})
             out.write(line + b"\n")

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=10_000, ge=0)  # rows per find; 0: no limit (LoopBack 3)
     max_create_rows: int = Field(default=1_000, ge=1)  # rows per array create
     drain_seconds: float = Field(default=10.0, ge=0)
+    snapshot_max_rows: int = Field(default=10_000, ge=1)
+    page: bool = True  # the live page at `/` (gateway.web)
     cors_origins: Annotated[list[str], NoDecode] = []
 
     # Security (docs/security.md). Authentication is off unless a JWT secret or public key is set.

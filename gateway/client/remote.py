@@ -13,6 +13,13 @@ filter's 400) instead of retrying forever.
 
 It yields the same items as the in-process API (`gateway.streams.ChangeStream`). Bookmarks (`id:`-only
 frames) yield nothing but move `position`, so a resume after a long filtered silence starts near the head.
+
+With `snapshot=True` the first item is a `Snapshot`: every matching row, complete (a connection lost during
+it starts it again, and the partial rows are never handed out), then the changes after it. With
+`models=("Todo", "Color")` one connection follows several models (`/api/change-stream?models=...`): change
+objects carry `"model"`, `position` covers every model, a `reset` of one model is a `ModelReset`, and with
+`snapshot=True` that model alone is snapshotted again (its part of the position is dropped, so the gateway
+sends it a fresh `Snapshot`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -46,6 +54,27 @@ MIN_BACKOFF = 0.1
 MAX_BACKOFF = 30.0
 OPEN_TIMEOUT = 10.0
 _RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The rows a `snapshot=True` stream starts with, all of them, read at `position`: the changes that
+    follow are every change after it. `model` names the model on a multiplexed stream."""
+
+    position: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReset(Reset):
+    """A `Reset` of one model of a multiplexed stream: re-list that model (with `snapshot=True` its new
+    `Snapshot` follows by itself)."""
+
+    model: str = ""
+
+
+RemoteItem = StreamItem | Snapshot
 
 
 class ChangeStreamRejected(StreamError):
@@ -86,6 +115,10 @@ class RemoteChangeStream:
         model: str | None = None,
         where: Mapping[str, Any] | None = None,
         fields: Any = None,
+        models: Sequence[str] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        snapshot: bool = False,
+        rest_root: str = "/api",
         start: str = "now",
         client: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
@@ -101,18 +134,43 @@ class RemoteChangeStream:
         of the current epoch that the gateway still retains; a `Reset` if some were trimmed) or a position
         to continue after. `client` is used as given and not closed; `headers` go with every request
         (e.g. `Authorization`). `open_timeout`: seconds entering keeps retrying before it raises
-        `GatewayUnreachable` (0: one attempt; None: forever)."""
-        if start not in ("now", "earliest"):
+        `GatewayUnreachable` (0: one attempt; None: forever).
+
+        `models` (names) with the gateway's base URL follows several models on one connection, each with
+        its own `options[name]` (`{"where": ..., "fields": ...}`); `start` is then `"now"` or a position
+        this stream gave. `snapshot`: begin with a `Snapshot` of the matching rows (when not resuming)."""
+        self._models = tuple(models or ())
+        if self._models and (model is not None or where is not None or fields is not None):
+            raise ValueError("give several models with models= and options=, not model=, where= or fields=")
+        if options is not None and not self._models:
+            raise ValueError("options= goes with models=; one model takes where= and fields=")
+        if self._models:
+            if start == "earliest":
+                raise ValueError(
+                    'a stream of several models starts "now" or at a position it gave, not "earliest"'
+                )
+        elif start not in ("now", "earliest"):
             Position.parse(start)
-        self._url = url.rstrip("/") if model is not None else url
+        self._url = url.rstrip("/") if model is not None or self._models else url
         self._model = model
         self._stream_url: str | None = url if model is None else None
-        options: dict[str, Any] = {}
-        if where is not None:
-            options["where"] = dict(where)
-        if fields is not None:
-            options["fields"] = fields
-        self._params = {"options": orjson.dumps(options).decode()} if options else {}
+        self._params: dict[str, str] = {}
+        if self._models:
+            self._stream_url = f"{self._url}{rest_root}/change-stream"
+            self._params["models"] = ",".join(self._models)
+            for name, model_options in (options or {}).items():
+                self._params[f"options[{name}]"] = orjson.dumps(dict(model_options)).decode()
+        else:
+            one: dict[str, Any] = {}
+            if where is not None:
+                one["where"] = dict(where)
+            if fields is not None:
+                one["fields"] = fields
+            if one:
+                self._params["options"] = orjson.dumps(one).decode()
+        self._snapshot = snapshot
+        self._snapshot_rows: dict[str | None, list[dict[str, Any]]] = {}
+        self._relist: list[str] = []  # models reset on this connection, to snapshot again
         self._headers = dict(headers or {})
         self._start = start
         self._open_timeout = open_timeout
@@ -126,7 +184,7 @@ class RemoteChangeStream:
         self._response: httpx.Response | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._parser = SSEParser()
-        self._queue: deque[StreamItem] = deque()
+        self._queue: deque[RemoteItem] = deque()
         self._delivered: str | None = None  # position of the last item handed out
         self._latest: str | None = None  # newest position the server told (items, bookmarks, resets)
         self._failures = 0
@@ -211,7 +269,7 @@ class RemoteChangeStream:
     def __aiter__(self) -> RemoteChangeStream:
         return self
 
-    async def __anext__(self) -> StreamItem:
+    async def __anext__(self) -> RemoteItem:
         if not self._opened and not self._closer.closed:
             raise RuntimeError("open the stream first: `async with RemoteChangeStream(...) as stream`")
         while not self._queue:
@@ -253,6 +311,11 @@ class RemoteChangeStream:
             self._retry = self._parser.retry / 1000
         if self._parser.last_event_id:
             self._latest = self._parser.last_event_id
+        if self._relist:  # reconnect without those models' parts: the gateway snapshots them again
+            parts = (self._latest or "").split(",")
+            self._latest = ",".join(p for p in parts if p.partition(":")[0] not in self._relist)
+            self._relist.clear()
+            await self._disconnect()
 
     async def _reconnect(self) -> None:
         """One reconnect attempt after a backoff, resuming from the newest position known."""
@@ -287,7 +350,10 @@ class RemoteChangeStream:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self._headers}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
-        request = self._client.build_request("GET", self._stream_url, params=self._params, headers=headers)
+        params = dict(self._params)
+        if self._snapshot and (self._models or not last_event_id):
+            params["snapshot"] = "true"  # a multiplexed stream snapshots only the models without a part
+        request = self._client.build_request("GET", self._stream_url, params=params, headers=headers)
         try:
             response = await self._closer.race(self._client.send(request, stream=True))
         except httpx.TransportError as exc:
@@ -309,6 +375,7 @@ class RemoteChangeStream:
         self._response = response
         self._chunks = response.aiter_bytes()
         self._parser = SSEParser()
+        self._snapshot_rows.clear()  # a snapshot cut short starts again
 
     def _raise_for(self, response: httpx.Response, body: bytes) -> None:
         assert self._stream_url is not None
@@ -377,13 +444,30 @@ class RemoteChangeStream:
             f"the gateway at {self._url} serves no model {self._model!r}; it serves: {', '.join(served)}"
         )
 
-    def _item(self, event: ServerSentEvent) -> StreamItem | None:
+    def _item(self, event: ServerSentEvent) -> RemoteItem | None:
         try:
             if event.event == "data":
-                return Change(event.last_event_id, orjson.loads(event.data))
+                change = orjson.loads(event.data)
+                model = change.get("model") if self._models else None
+                rows = self._snapshot_rows.get(model)
+                if self._snapshot and rows is None and not _has_part(event.last_event_id, model):
+                    rows = self._snapshot_rows[model] = []
+                if rows is not None:
+                    rows.append(change["data"])
+                    return None
+                return Change(event.last_event_id, change)
+            if event.event == "snapshot-end":
+                data = orjson.loads(event.data)
+                model = data.get("model") if self._models else None
+                return Snapshot(event.last_event_id, self._snapshot_rows.pop(model, []), model)
             if event.event == "reset":
                 data = orjson.loads(event.data)
-                return Reset(data["reason"], data.get("position") or event.last_event_id)
+                position = data.get("position") or event.last_event_id
+                if not self._models:
+                    return Reset(data["reason"], position)
+                if self._snapshot:
+                    self._relist.append(data["model"])
+                return ModelReset(data["reason"], position, data["model"])
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise StreamError(
                 f"{self._stream_url}: malformed {event.event!r} event: {event.data[:200]!r}"
@@ -393,6 +477,13 @@ class RemoteChangeStream:
         else:
             log.debug("change stream %s: ignoring %r event", self._stream_url, event.event)
         return None
+
+
+def _has_part(event_id: str, model: str | None) -> bool:
+    """Whether the stream has told a position for `model` (None: the one model of a plain stream)."""
+    if model is None:
+        return bool(event_id)
+    return f",{event_id}".find(f",{model}:") >= 0
 
 
 def _describe(exc: Exception) -> str:

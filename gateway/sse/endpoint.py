@@ -64,6 +64,7 @@ class ChangeStreamResponse(Response):
         fmt: Format,
         resume: str | None,
         retry_ms: int,
+        prelude: bytes = b"",
     ) -> None:
         self.status_code = 200
         self._timeout = hub.settings.write_timeout
@@ -75,12 +76,13 @@ class ChangeStreamResponse(Response):
         self._fmt = fmt
         self._resume = resume
         self._retry_ms = retry_ms
+        self._prelude = prelude  # a snapshot's frames (gateway.sse.snapshot), sent before the replay
         self._stream = subscription.reader.stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS[self._fmt]})
-            opening = preamble(self._fmt, self._retry_ms)
+            opening = preamble(self._fmt, self._retry_ms) + self._prelude
             if self._resume is None:
                 start = self._subscription.start_position.encode()
                 opening += bookmark_frame(self._fmt, start)
@@ -93,6 +95,10 @@ class ChangeStreamResponse(Response):
         finally:
             scope[CLIENT_LEFT] = self._subscription.subscriber.close_reason == "disconnect"
             await self._hub.unsubscribe(self._subscription)
+
+    async def abandon(self) -> None:
+        """Undo the registration of a stream that will not be run (a multiplexed stream refused later)."""
+        await self._hub.unsubscribe(self._subscription)
 
     async def _replay_watching(
         self, receive: Receive, send: Send, start: Position | Discontinuity

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +33,7 @@ from gateway.security.limits import Release
 from gateway.sse.endpoint import ChangeStreamResponse
 from gateway.sse.frames import Format, reconnect_body
 from gateway.sse.negotiation import resume_from, stream_format, stream_options
+from gateway.sse.snapshot import Snapshots, wants_snapshot
 
 log = logging.getLogger("gateway.stream")
 
@@ -49,12 +50,13 @@ SSE_EVENT = {
     "description": "One event: `data` (a change object as JSON), `reset`, or an `id`-only bookmark",
     "properties": {
         "id": {"type": "string"},
-        "event": {"type": "string", "enum": ["data", "reset"]},
+        "event": {"type": "string", "enum": ["data", "reset", "snapshot-end"]},
         "data": {"type": "string"},
         "retry": {"type": "integer"},
     },
 }
 
+T = TypeVar("T")
 Authorise = Callable[[Request, ModelDef], Awaitable[StreamAccess]]
 
 
@@ -78,6 +80,7 @@ class ChangeStreamRoutes:
         retry_ms: int,
         refuse: Callable[[], str | None],
         authorise: Authorise,
+        snapshots: Snapshots,
     ) -> None:
         self.app = app
         self._models = {stream_path(rest_root, model): model for model in models}
@@ -87,6 +90,7 @@ class ChangeStreamRoutes:
         self._retry_ms = retry_ms
         self._refuse = refuse
         self._authorise = authorise
+        self._snapshots = snapshots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self._models.get(route_path(scope)) if scope["type"] == "http" else None
@@ -94,18 +98,9 @@ class ChangeStreamRoutes:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        try:
-            stream = await self._admit(request, model)
-        except CLIENT_ERRORS as exc:
-            error = as_loopback_error(exc)
-            if error.status == 503 and stream_format(request) is Format.SSE:
-                await self._reconnect(error.message)(scope, receive, send)
-                return
-            await error_response(error)(scope, receive, send)
-            return
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await server_error()(scope, receive, send)
+        reconnect_ms = self._retry_ms if stream_format(request) is Format.SSE else None
+        stream = await admit_or_answer(self.admit(request, model), scope, receive, send, reconnect_ms)
+        if stream is None:
             return
         try:
             await stream.response(scope, receive, send)
@@ -113,18 +108,14 @@ class ChangeStreamRoutes:
             if stream.release is not None:
                 await stream.release()
 
-    def _reconnect(self, reason: str) -> Response:
-        body = reconnect_body(self._retry_ms, reason)
-        return Response(body, headers={"Content-Type": Format.SSE.value, "Cache-Control": "no-cache"})
-
-    async def _admit(self, request: Request, model: ModelDef) -> _Admitted:
+    async def admit(self, request: Request, model: ModelDef) -> Admitted:
         """Everything that can refuse a stream, in order; the stream slot taken is given back on failure."""
         reason = self._refuse()  # first: a draining worker must not burn a single-use ticket
         if reason is not None:
             raise LoopBackError(503, reason, headers={"Retry-After": RETRY_AFTER_SECONDS})
         access = await self._authorise(request, model)
         try:
-            return _Admitted(await self._open(request, model, access), access.release)
+            return Admitted(await self._open(request, model, access), access.release)
         except BaseException:
             if access.release is not None:
                 await access.release()
@@ -138,6 +129,7 @@ class ChangeStreamRoutes:
         fields = parse_fields(model, options.get("fields"))
         fmt = stream_format(request)
         resume = resume_from(request)
+        snapshot = resume is None and wants_snapshot(request.query_params, options)
         key = (fmt, repr(where), repr(fields))
         try:
             subscription = await self._hub.subscribe(
@@ -145,13 +137,21 @@ class ChangeStreamRoutes:
                 key,
                 lambda: None if where is None else compile_predicate(model, where),
                 fields,
-                replaying=resume is not None,
+                replaying=resume is not None or snapshot,
                 expires_at=stream.access.expires_at,
             )
         except BrokerError as exc:
             raise LoopBackError(
                 503, f"the change stream is unavailable: {exc}", headers={"Retry-After": RETRY_AFTER_SECONDS}
             ) from None
+        prelude = b""
+        if snapshot:  # read after registering: the position is taken before the query
+            resume = subscription.start_position
+            try:
+                prelude = await self._snapshots.frames(model, where, fields, fmt, resume)
+            except BaseException:
+                await self._hub.unsubscribe(subscription)
+                raise
         return ChangeStreamResponse(
             subscription,
             hub=self._hub,
@@ -160,12 +160,45 @@ class ChangeStreamRoutes:
             fmt=fmt,
             resume=resume,
             retry_ms=self._retry_ms,
+            prelude=prelude,
         )
 
 
-class _Admitted(NamedTuple):
+class Admitted(NamedTuple):
+    """A stream that passed every check and is registered; run `response`, or `abandon` it."""
+
     response: ChangeStreamResponse
     release: Release | None
+
+    async def abandon(self) -> None:
+        await self.response.abandon()
+        if self.release is not None:
+            await self.release()
+
+
+async def admit_or_answer(
+    admission: Awaitable[T], scope: Scope, receive: Receive, send: Send, reconnect_ms: int | None
+) -> T | None:
+    """The admitted stream, or None once the refusal is answered: a client error in LoopBack's envelope, or
+    a logged 500. With `reconnect_ms` (an SSE request) a 503 is a `200` whose body is only a `retry:` and
+    the reason, so that EventSource reconnects instead of giving up."""
+    try:
+        return await admission
+    except CLIENT_ERRORS as exc:
+        error = as_loopback_error(exc)
+        if error.status == 503 and reconnect_ms is not None:
+            await reconnect_response(reconnect_ms, error.message)(scope, receive, send)
+        else:
+            await error_response(error)(scope, receive, send)
+    except Exception:
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        await server_error()(scope, receive, send)
+    return None
+
+
+def reconnect_response(retry_ms: int, reason: str) -> Response:
+    body = reconnect_body(retry_ms, reason)
+    return Response(body, headers={"Content-Type": Format.SSE.value, "Cache-Control": "no-cache"})
 
 
 def route_path(scope: Scope) -> str:
@@ -206,6 +239,13 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
             "required": False,
             "description": "Resume after this event id (the `Last-Event-ID` header does the same)",
             "schema": {"type": "string"},
+        },
+        {
+            "name": "snapshot",
+            "in": "query",
+            "required": False,
+            "description": "The matching rows as `create` events, then `event: snapshot-end`, then live",
+            "schema": {"type": "boolean"},
         },
     ]
     responses = {

@@ -1,0 +1,1 @@
+"""The browser side served by the gateway: the JS client at `/client/live.js` and the live page at `/`."""
