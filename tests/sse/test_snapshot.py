@@ -76,8 +76,8 @@ async def test_snapshot_then_live_equals_the_table_with_writes_during_it(
     equal the final table (of the filter), and no change arrives twice."""
     client, app = gateway
     rows = [{"title": f"r{n}", "done": n % 2 == 0, "priority": n} for n in range(ROWS)]
-    for start in range(0, ROWS, 2500):
-        assert (await client.post("/api/Todos", json=rows[start : start + 2500])).status_code == 200
+    for start in range(0, ROWS, 1000):
+        assert (await client.post("/api/Todos", json=rows[start : start + 1000])).status_code == 200
     stop = asyncio.Event()
     writer = asyncio.create_task(write_randomly(client, stop, seed=ROWS))
     await asyncio.sleep(0.2)  # writes are under way before the stream opens
@@ -133,7 +133,10 @@ async def test_a_snapshot_over_the_bound_is_a_400_that_says_to_page(
 ) -> None:
     client, app = gateway
     bound = app.gateway.settings.snapshot_max_rows
-    assert (await client.post("/api/Todos", json=[{"title": "x"}] * (bound + 1))).status_code == 200
+    chunk = app.gateway.settings.max_create_rows
+    for start in range(0, bound + 1, chunk):
+        rows = [{"title": "x"}] * min(chunk, bound + 1 - start)
+        assert (await client.post("/api/Todos", json=rows)).status_code == 200
     response = await client.get(STREAM, params={"options": json.dumps({"snapshot": True})})
     assert response.status_code == 400
     error = response.json()["error"]
