@@ -212,22 +212,31 @@ async def test_a_reader_whose_history_is_trimmed_meanwhile_gets_a_reset(tmp_path
             await slow.read_until(lambda s: any(e.event == "reset" for e in s.events), chunk=4096, pause=0)
             after = await write_titles(client, "b", 3)
             await slow.read_until(lambda s: s.titles()[-1:] == after[-1:], chunk=65536, pause=0)
-            (index,) = [n for n, e in enumerate(slow.events) if e.event == "reset"]
-            reset = slow.events[index]
-            assert json.loads(reset.data) == {"reason": "history-expired", "position": reset.last_event_id}
-            before = [json.loads(e.data)["data"]["title"] for e in slow.events[:index]]
+            # On a busy box the relay may still be trimming while the reader catches up, so it may be told
+            # `reset` more than once; each is honest, and nothing comes twice or out of order.
+            resets = [n for n, e in enumerate(slow.events) if e.event == "reset"]
+            for index in resets:
+                reset = slow.events[index]
+                assert json.loads(reset.data) == {
+                    "reason": "history-expired",
+                    "position": reset.last_event_id,
+                }
+            before = [json.loads(e.data)["data"]["title"] for e in slow.events[: resets[0]]]
             assert before == titles[: len(before)], "what came before the reset is a gap-free prefix"
-            # Then every change after the reset's position: the oldest retained ones on (and those the relay
-            # published after the reset), then live.
-            retained = [json.loads(e.data)["data"]["title"] for e in slow.events[index + 1 :]][:-3]
+            # After the last reset, every change after its position: the oldest retained ones on (and those
+            # the relay published after the reset), then live.
+            retained = [json.loads(e.data)["data"]["title"] for e in slow.events[resets[-1] + 1 :]][:-3]
             assert retained
             assert len(before) + len(retained) < len(titles), "some history was lost"
             assert retained == titles[-len(retained) :]
-            assert slow.titles() == before + retained + after
+            order = {title: n for n, title in enumerate(titles + after)}
+            received = [order[title] for title in slow.titles()]
+            assert received == sorted(set(received)), "nothing twice, nothing out of order"
+            assert slow.titles()[-3:] == after
             metrics = (await client.get("/metrics")).text
         finally:
             slow.close()
-    assert sample(metrics, "gateway_slow_subscriber_cutoffs_total", reason="history-expired") == 1
+    assert sample(metrics, "gateway_slow_subscriber_cutoffs_total", reason="history-expired") == len(resets)
 
 
 async def test_a_socket_that_accepts_nothing_is_cut_off_after_the_write_timeout(tmp_path: Path) -> None:
