@@ -33,6 +33,7 @@ async def gateway(
         models=EXAMPLE_MODELS,
         drain_seconds=0.1,
         relay_poll_interval=0.05,
+        max_page_size=0,  # the tests compare a collection with the whole table, one GET of 10,000+ rows
     )
     async with serve(settings) as (url, app), httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client, app
