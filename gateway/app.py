@@ -37,6 +37,7 @@ from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
 from gateway.rest.openapi import model_schemas
+from gateway.rest.plurals import PluralCaseMiddleware
 from gateway.rest.reads import ModelReads
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
@@ -91,7 +92,10 @@ class Gateway:
 
 def build_gateway(settings: Settings) -> Gateway:
     """Construct (but do not start) every part from the settings."""
-    registry = load_registry(settings.models)
+    registry = load_registry(settings.models, settings.models_config)
+    for warning in registry.warnings:
+        log.warning("%s", warning)
+    log.info("serving models: %s", ", ".join(f"{m.name} at /{m.plural}" for m in registry.models))
     tables = build_tables(registry)
     outbox = outbox_table(tables.metadata)
     engine = create_engine(settings.database_url)
@@ -147,7 +151,7 @@ class GatewayApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         """From the outside in: the request log (outside the error handlers, so a 500 is logged with its
-        id), the security middleware, the change streams, then FastAPI's own stack."""
+        id), plural spelling, the security middleware, the change streams, then FastAPI's own stack."""
         gateway = self.gateway
         settings = gateway.settings
         streams = ChangeStreamRoutes(
@@ -161,8 +165,13 @@ class GatewayApp(FastAPI):
             refuse=gateway.refuse_streams,
             authorise=gateway.security.stream_access,
         )
-        return RequestLogMiddleware(
+        plurals = PluralCaseMiddleware(
             security_middleware(streams, gateway.security),
+            [model.plural for model in gateway.registry.models],
+            rest_root=settings.rest_root,
+        )
+        return RequestLogMiddleware(
+            plurals,
             draining=lambda: gateway.drain.draining,
             metrics=gateway.metrics,
         )

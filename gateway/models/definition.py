@@ -58,10 +58,24 @@ class PropertyDef:
     generated: bool = False  # the database (or default_fn) assigns the value
     index: bool = False
     hidden: bool = False  # never returned or streamed (LoopBack's `hidden`)
+    embedded: EmbeddedType | None = None  # an object (or each array item) of a `base: "Model"` model
 
     @property
     def has_default(self) -> bool:
         return self.default is not MISSING or self.default_fn is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedType:
+    """A model with `base: "Model"`: no table and no routes, only the shape of an embedded object.
+
+    A property typed with it (`"type": "Address"`, `["Address"]`, or through `embedsOne`/`embedsMany`) is
+    stored as JSON and its value is checked against these properties, as LoopBack builds the nested instance.
+    """
+
+    name: str
+    properties: tuple[PropertyDef, ...]
+    strict: StrictMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +123,14 @@ class ModelDef:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """All models served by one gateway, looked up by name or by REST plural."""
+    """All models served by one gateway, looked up by name or by REST plural.
+
+    `warnings` are what the loader found that LoopBack would do and the gateway will not (skipped models,
+    routes not served), one line each, for the start log.
+    """
 
     models: tuple[ModelDef, ...]
+    warnings: tuple[str, ...] = ()
     by_plural: dict[str, ModelDef] = field(init=False, repr=False, compare=False)
     by_name: dict[str, ModelDef] = field(init=False, repr=False, compare=False)
 
