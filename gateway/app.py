@@ -128,6 +128,8 @@ def build_gateway(settings: Settings) -> Gateway:
             broker,
             security.access,
         )
+    for api in apis.values():
+        api.link(apis)
     hub = Hub(
         broker,
         HubSettings(

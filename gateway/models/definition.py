@@ -78,6 +78,35 @@ class EmbeddedType:
     strict: StrictMode
 
 
+class RelationKind(enum.Enum):
+    """The relations whose related rows live in another served model's table."""
+
+    BELONGS_TO = "belongsTo"
+    HAS_ONE = "hasOne"
+    HAS_MANY = "hasMany"
+    HAS_MANY_THROUGH = "hasManyThrough"
+    REFERENCES_MANY = "referencesMany"
+
+    @property
+    def to_many(self) -> bool:
+        return self in (RelationKind.HAS_MANY, RelationKind.HAS_MANY_THROUGH, RelationKind.REFERENCES_MANY)
+
+
+@dataclass(frozen=True, slots=True)
+class RelationDef:
+    """A relation with LoopBack's defaults applied: rows of `target` whose `key_to` equals the source's
+    `key_from` (each element of it, for referencesMany). Through a model, `key_to` is on `through` and
+    `key_through` there holds the target's id."""
+
+    name: str
+    kind: RelationKind
+    target: str
+    key_from: str
+    key_to: str
+    through: str | None = None
+    key_through: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AclEntry:
     """One entry of the model JSON `acls` array, kept as written."""
@@ -106,10 +135,13 @@ class ModelDef:
     strict: StrictMode
     acls: tuple[AclEntry, ...] = ()
     owner_property: str = "ownerId"
+    relations: tuple[RelationDef, ...] = ()
     by_name: dict[str, PropertyDef] = field(init=False, repr=False, compare=False)
+    relation: dict[str, RelationDef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {p.name: p for p in self.properties})
+        object.__setattr__(self, "relation", {r.name: r for r in self.relations})
 
     @property
     def id_property(self) -> PropertyDef:

@@ -9,6 +9,7 @@ reported at once, one line each, so an app is fixed in one pass rather than one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ BUILTIN_BASES = frozenset(
 )
 """LoopBack's own models, which the gateway does not implement: an app's model built on one is skipped."""
 USER_BASE = "User"
+EMBEDDED_RELATIONS = ("embedsOne", "embedsMany")
 DEFAULT_FUNCTIONS = {
     PropertyType.STRING: frozenset({"uuid", "uuidv4", "guid"}),
     PropertyType.DATE: frozenset({"now"}),
@@ -197,8 +199,13 @@ class _App:
             model = resolve_owner(
                 model, relations[name], explicit=explicit_owner[name], is_user_model=self.is_user_model
             )
-            self.warn_unserved(name, relations[name])
-            served.append(model)
+            related = tuple(
+                r
+                for r in keys.resolved.get(name, ())
+                if self.served(r.target) and (r.through is None or self.served(r.through))
+            )
+            self.warn_unserved(name, relations[name], {r.name for r in related})
+            served.append(dataclasses.replace(model, relations=related))
         if self.config is not None:
             for name in self.config.public:
                 if name not in self.raw and name not in BUILTIN_BASES:
@@ -305,7 +312,7 @@ class _App:
     def is_user_model(self, name: str) -> bool:
         return name == USER_BASE or (name in self.raw and self.root(name) == USER_BASE)
 
-    def warn_unserved(self, name: str, relations: list[Relation]) -> None:
+    def warn_unserved(self, name: str, relations: list[Relation], related: set[str]) -> None:
         """One warning naming the routes LB3 would serve for this model and the gateway does not."""
         source, _ = self.raw[name]
         flat = self.flatten(name) or {}
@@ -313,9 +320,9 @@ class _App:
         path = (self.raw[name][1].get("http") or {}).get("path")
         if isinstance(path, str) and path.strip("/") != self.plural_of(name):
             missing.append(f"its custom http.path {path!r} (routes are served under its plural)")
-        routed = [r.name for r in relations if r.kind not in ("embedsOne", "embedsMany")]
-        if routed:
-            missing.append(f"the relation routes and `include` of {', '.join(routed)}")
+        unrelated = [r.name for r in relations if r.kind not in EMBEDDED_RELATIONS and r.name not in related]
+        if unrelated:
+            missing.append(f"the relations {', '.join(unrelated)} (their targets are not served)")
         if missing:
             self.warnings.append(f"{source}: model {name}: not served: {'; '.join(missing)}")
 

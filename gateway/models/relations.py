@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import inflection
 
-from gateway.models.definition import EmbeddedType, ModelDef, PropertyDef, PropertyType
+from gateway.models.definition import (
+    EmbeddedType,
+    ModelDef,
+    PropertyDef,
+    PropertyType,
+    RelationDef,
+    RelationKind,
+)
 
 RELATION_TYPES = frozenset(
     {"belongsTo", "hasOne", "hasMany", "hasAndBelongsToMany", "referencesMany", "embedsOne", "embedsMany"}
@@ -82,6 +89,8 @@ class KeyDeclarations:
     embedded: Callable[[str], EmbeddedType | None]
     plural: Callable[[str], str]
     warnings: list[str]
+    resolved: dict[str, list[RelationDef]] = field(default_factory=dict)
+    """Per model, its relations to other persisted models with their keys, as declared."""
 
     def apply(self, name: str, relations: list[Relation]) -> None:
         for relation in relations:
@@ -113,19 +122,41 @@ class KeyDeclarations:
                 "define; the relation is ignored"
             )
             return
-        own_id = self.models[name].id_property.type
+        source = self.models[name]
+        own_id = source.id_property.type
+        target_key = self.models[target].id_name if target in self.models else "id"
         if kind == "belongsTo":
-            self._declare(name, PropertyDef(relation.foreign_key or _camel(f"{relation.name}_id"), target_id))
+            key = relation.foreign_key or _camel(f"{relation.name}_id")
+            self._declare(name, PropertyDef(key, target_id))
+            self._resolve(name, relation, RelationKind.BELONGS_TO, key, target_key)
         elif kind == "referencesMany":
             key = relation.foreign_key or _camel(f"{target}_ids")
             self._declare(name, PropertyDef(key, PropertyType.ARRAY, target_id, default=[]), retype=False)
+            self._resolve(name, relation, RelationKind.REFERENCES_MANY, key, target_key)
         elif relation.through is not None:
             from_key = relation.foreign_key or _camel(f"{name}_id")
             self._declare(relation.through, PropertyDef(from_key, own_id))
             to_key = relation.key_through or _camel(f"{target}_id")
             self._declare(relation.through, PropertyDef(to_key, target_id))
+            through = RelationDef(
+                relation.name,
+                RelationKind.HAS_MANY_THROUGH,
+                target,
+                source.id_name,
+                from_key,
+                relation.through,
+                to_key,
+            )
+            self.resolved.setdefault(name, []).append(through)
         elif kind in ("hasMany", "hasOne"):
-            self._declare(target, PropertyDef(relation.foreign_key or _camel(f"{name}_id"), own_id))
+            key = relation.foreign_key or _camel(f"{name}_id")
+            self._declare(target, PropertyDef(key, own_id))
+            relation_kind = RelationKind.HAS_MANY if kind == "hasMany" else RelationKind.HAS_ONE
+            self._resolve(name, relation, relation_kind, source.id_name, key)
+
+    def _resolve(self, name: str, relation: Relation, kind: RelationKind, key_from: str, key_to: str) -> None:
+        found = RelationDef(relation.name, kind, relation.target, key_from, key_to)
+        self.resolved.setdefault(name, []).append(found)
 
     def _declare(self, name: str, key: PropertyDef, *, retype: bool = True) -> None:
         """defineForeignKey: append `key`, or give a declared property of that name the key's type."""

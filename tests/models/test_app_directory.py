@@ -231,15 +231,24 @@ def test_keys_that_change_the_api_warn_once_per_model(tmp_path: Path) -> None:
                 "trackChanges": True,
                 "methods": {"greet": {"http": {"verb": "get"}}},
                 "http": {"path": "busy-things"},
-                "relations": {"other": {"type": "hasMany", "model": "Quiet"}},
+                "relations": {
+                    "other": {"type": "hasAndBelongsToMany", "model": "Quiet"},
+                    "served": {"type": "hasMany", "model": "Quiet"},
+                },
             },
             {"name": "Quiet"},
         ],
     )
     warnings = [w for w in load_registry(directory).warnings if "model Busy: not served" in w]
     assert len(warnings) == 1
-    for part in ("change-tracking routes", "custom remote methods", "http.path 'busy-things'", "other"):
+    for part in (
+        "change-tracking routes",
+        "custom remote methods",
+        "http.path 'busy-things'",
+        "relations other ",
+    ):
         assert part in warnings[0]
+    assert "served" not in warnings[0]
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
