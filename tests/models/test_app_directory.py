@@ -233,7 +233,7 @@ def test_keys_that_change_the_api_warn_once_per_model(tmp_path: Path) -> None:
                 "http": {"path": "busy-things"},
                 "relations": {
                     "other": {"type": "hasAndBelongsToMany", "model": "Quiet"},
-                    "served": {"type": "hasMany", "model": "Quiet"},
+                    "quietOnes": {"type": "hasMany", "model": "Quiet"},
                 },
             },
             {"name": "Quiet"},
@@ -248,7 +248,7 @@ def test_keys_that_change_the_api_warn_once_per_model(tmp_path: Path) -> None:
         "relations other ",
     ):
         assert part in warnings[0]
-    assert "served" not in warnings[0]
+    assert "quietOnes" not in warnings[0]
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
