@@ -39,6 +39,7 @@ from gateway.rest.errors import LoopBackError
 from gateway.rest.openapi import model_schemas
 from gateway.rest.plurals import PluralCaseMiddleware
 from gateway.rest.reads import ModelReads
+from gateway.rest.relation_routes import relation_router
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
 from gateway.security.setup import install_security, security_middleware
@@ -212,6 +213,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     root = settings.rest_root
     for model in gateway.registry.models:
         app.include_router(model_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
+        app.include_router(relation_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
     for model in gateway.registry.models:
         app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)
