@@ -198,3 +198,13 @@ async def test_relation_writes_are_one_change_on_the_target_stream(tmp_path: Pat
             {"target": bob["id"], "where": {"id": bob["id"]}, "type": "remove"},
         ]
         assert bobs.changes() == every.changes()[1:]
+
+
+async def test_the_openapi_document_describes_the_relation_routes(library: httpx.AsyncClient) -> None:
+    paths = (await library.get("/openapi.json")).json()["paths"]
+    assert set(paths["/api/Authors/{id}/books"]) == {"get", "post", "delete"}
+    assert set(paths["/api/Authors/{id}/books/{fk}"]) == {"get", "put", "delete"}
+    assert paths["/api/Authors/{id}/books/count"]["get"]["summary"] == "__count__books"
+    assert set(paths["/api/Books/{id}/readers/rel/{fk}"]) == {"put", "delete"}
+    assert set(paths["/api/Authors/{id}/profile"]) == {"get", "post", "put", "delete"}
+    assert set(paths["/api/Books/{id}/author"]) == {"get"}
