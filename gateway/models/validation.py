@@ -129,8 +129,10 @@ def coerce(prop: PropertyDef, value: Any) -> Any:
 
 
 def _embedded(shape: EmbeddedType, value: dict[str, Any]) -> dict[str, Any]:
-    """An embedded object checked against its model: declared properties coerced (in their JSON form),
-    required ones present, undeclared ones kept, dropped or refused by the model's `strict`."""
+    """An embedded object checked against its model as juggler builds the nested instance: declared
+    properties coerced (in their JSON form) and defaulted, undeclared ones kept, dropped or refused by the
+    model's `strict`. `required` is not enforced inside it (LB3 3.28 stores `{"city": "Oslo"}` for an
+    Address whose street is required)."""
     result: dict[str, Any] = {}
     declared = {p.name for p in shape.properties}
     for prop in shape.properties:
@@ -139,8 +141,6 @@ def _embedded(shape: EmbeddedType, value: dict[str, Any]) -> dict[str, Any]:
             result[prop.name] = to_json_value(prop.type, default_value(prop))
             continue
         if _is_blank(raw):
-            if prop.required:
-                raise ValueError
             if prop.name in value:
                 result[prop.name] = raw
             continue
@@ -229,8 +229,8 @@ def build_values(
 def _undeclared(model: ModelDef, body: Mapping[str, Any], problems: InvalidInstance) -> dict[str, Any]:
     unknown = {name: value for name, value in body.items() if name not in model.by_name}
     if model.strict is StrictMode.REJECT:
-        for name, value in unknown.items():
-            problems.add(name, "unknown-property", "is not defined in the model", value)
+        for name in unknown:  # LB3 prints the value of an undeclared property as undefined
+            problems.add(name, "unknown-property", "is not defined in the model", _UNDEFINED)
         return {}
     if model.strict is StrictMode.DROP:
         return {}

@@ -106,7 +106,11 @@ async def _attach_one(
         by_key.setdefault(row.get(match_key), []).append(row)
     keep = None if scope.fields is None else {*scope.fields, *(n.relation.name for n in inclusion.nested)}
     for row, keys in zip(rows, keys_of_row, strict=True):
-        found = [_project(r, keep) for key in keys for r in by_key.get(key, ())]
+        if relation.kind is RelationKind.HAS_MANY_THROUGH:  # LB3 keeps the target query's order here
+            wanted = set(keys)
+            found = [_project(r, keep) for r in related if r.get(match_key) in wanted]
+        else:  # and the key list's order for referencesMany
+            found = [_project(r, keep) for key in keys for r in by_key.get(key, ())]
         if relation.kind.to_many:
             start = scope.skip or 0
             row[relation.name] = found[start : start + scope.limit] if scope.limit else found[start:]

@@ -93,13 +93,15 @@ class _RelationRoutes:
         relation, target = self.relation, self.target.model
         value = parent.get(relation.key_from)
         if relation.kind is RelationKind.HAS_MANY_THROUGH:
-            assert relation.key_through is not None
-            links = await self.through_rows(request, parent)
-            values = [link[relation.key_through] for link in links if relation.key_through in link]
-            return _inq(target, target.id_name, values)
+            return _inq(target, target.id_name, await self.linked_ids(request, parent))
         if relation.kind is RelationKind.REFERENCES_MANY:
             return _inq(target, relation.key_to, value if isinstance(value, list) else [])
         return None if value is None else parse_where(target, {relation.key_to: value})
+
+    async def linked_ids(self, request: Request, parent: Row) -> list[Any]:
+        """The target ids `parent` links to through the through model, in link order."""
+        key = self.relation.key_through
+        return [link[key] for link in await self.through_rows(request, parent) if key in link]
 
     async def through_rows(self, request: Request, parent: Row, fk: Any = None) -> list[Row]:
         relation = self.relation
@@ -145,7 +147,12 @@ class _RelationRoutes:
             return json_response([])
         access = await target.access(request, "find")
         scoped = Filter(_both(where, flt.where), flt.order, flt.limit, flt.skip, flt.fields)
-        return json_response(await target.find(request, access.filter(scoped), inclusions))
+        rows = await target.find(request, access.filter(scoped), inclusions)
+        if self.relation.kind is RelationKind.HAS_MANY_THROUGH and not flt.order:
+            # LB3 answers in link order here (and in id order for the same relation in `include`)
+            position = {key: i for i, key in enumerate(await self.linked_ids(request, parent))}
+            rows.sort(key=lambda row: position.get(row.get(target.model.id_name), len(position)))
+        return json_response(rows)
 
     async def count(self, request: Request, id: str) -> Response:
         parent = await self.parent(request, id)
