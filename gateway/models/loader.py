@@ -30,6 +30,7 @@ from gateway.models.definition import (
     Registry,
     StrictMode,
 )
+from gateway.models.geopoint import GEO_POINT
 from gateway.models.inheritance import extend
 from gateway.models.relations import KeyDeclarations, Relation, parse_relations, resolve_owner
 from gateway.models.validation import NOW, coerce
@@ -63,7 +64,6 @@ TYPE_ALIASES = {
     "objectid": PropertyType.STRING,
     "json": PropertyType.ANY,
     "buffer": PropertyType.ANY,
-    "geopoint": PropertyType.OBJECT,
 }
 """juggler's other schema types, stored as the nearest type the gateway has."""
 RESERVED_NAMES = frozenset({"_extra"})
@@ -202,7 +202,7 @@ class _App:
             related = tuple(
                 r
                 for r in keys.resolved.get(name, ())
-                if self.served(r.target) and (r.through is None or self.served(r.through))
+                if all(m in keys.models and self.served(m) for m in (r.target, r.through or r.target))
             )
             self.warn_unserved(name, relations[name], {r.name for r in related})
             served.append(dataclasses.replace(model, relations=related))
@@ -536,6 +536,8 @@ def _parse_type(
         return PropertyType(lowered), None, None
     if lowered in TYPE_ALIASES:
         return TYPE_ALIASES[lowered], None, None
+    if lowered == "geopoint":
+        return PropertyType.OBJECT, None, GEO_POINT
     if shapes.known(raw):
         return PropertyType.OBJECT, None, shapes.get(raw)
     warnings.append(

@@ -8,6 +8,7 @@ the mistake instead of losing data.
 from __future__ import annotations
 
 import math
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from gateway.models.definition import (
     PropertyType,
     StrictMode,
 )
+from gateway.models.geopoint import GEO_POINT, geo_point
 from gateway.models.rows import MAX_SAFE_INTEGER, NUMBER_TEXT, js_number_text, parse_date, to_json_value
 from gateway.models.tables import EXTRA_COLUMN
 
@@ -115,6 +117,8 @@ def coerce(prop: PropertyDef, value: Any) -> Any:
     elif kind is PropertyType.DATE:
         return parse_date(value)
     elif kind is PropertyType.OBJECT:
+        if prop.embedded is GEO_POINT:
+            return geo_point(value)
         if isinstance(value, dict):
             return value if prop.embedded is None else _embedded(prop.embedded, value)
     elif kind is PropertyType.ARRAY:
@@ -163,8 +167,12 @@ def default_value(prop: PropertyDef) -> Any:
     if prop.default_fn == "now" or (prop.type is PropertyType.DATE and prop.default == NOW):
         now = datetime.now(UTC).replace(tzinfo=None)
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
-    if prop.default_fn in ("uuid", "uuidv4", "guid"):
+    if prop.default_fn == "uuidv4":
         return str(uuid.uuid4())
+    if prop.default_fn in ("uuid", "guid"):
+        # juggler's are version 1 (time-based), so rows sorted by such an id sort by creation; the node is
+        # random (multicast bit set, RFC 4122 §4.5) rather than this host's MAC address
+        return str(uuid.uuid1(node=secrets.randbits(48) | 1 << 40))
     if prop.default is MISSING:
         return None
     return coerce(prop, prop.default)

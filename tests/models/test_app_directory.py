@@ -147,6 +147,20 @@ def test_built_in_bases_are_skipped_with_one_warning_and_their_keys_kept(tmp_pat
     check_owner_property(note)
 
 
+def test_a_relation_to_a_skipped_model_listed_in_model_config_has_no_routes(tmp_path: Path) -> None:
+    directory = write_app(
+        tmp_path,
+        [
+            {"name": "user", "base": "User"},
+            {"name": "project", "relations": {"owner": {"type": "belongsTo", "model": "user"}}},
+        ],
+        {"user": {"dataSource": "db"}, "project": {"dataSource": "db"}},
+    )
+    project = load_registry(directory).by_name["project"]
+    assert project.relations == ()
+    assert project.by_name["ownerId"].type is PropertyType.NUMBER
+
+
 def test_owner_keys_loopback_reads_first(tmp_path: Path) -> None:
     acls = [{"accessType": "READ", "principalType": "ROLE", "principalId": "$owner"}]
     directory = write_app(

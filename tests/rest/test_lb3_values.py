@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ MODELS: list[dict[str, Any]] = [
             "at": {"type": "date", "default": "$now"},
             "history": ["number"],
             "place": "Place",
+            "spot": "GeoPoint",
         },
     },
     {
@@ -98,6 +100,15 @@ async def test_embedded_required_properties_are_not_enforced_as_in_loopback(app:
     assert row["place"] == {"zip": 1}
 
 
+async def test_geo_points_take_jugglers_forms(app: httpx.AsyncClient) -> None:
+    for given in ({"lat": "59.9", "lng": 10.7}, [59.9, 10.7], "59.9,10.7"):
+        row = (await app.post("/api/Readings", json={"spot": given})).json()
+        assert row["spot"] == {"lat": 59.9, "lng": 10.7}
+    for wrong in ({"k": 1}, "north", [100, 0]):
+        response = await app.post("/api/Readings", json={"spot": wrong})
+        assert response.json()["error"]["details"]["codes"] == {"spot": ["type"]}
+
+
 async def test_dollar_now_defaults_to_the_time_of_the_create(app: httpx.AsyncClient) -> None:
     before = datetime.now(UTC) - timedelta(seconds=1)
     row = (await app.post("/api/Readings", json={"label": "x"})).json()
@@ -119,8 +130,9 @@ async def test_a_declared_non_id_id_is_replaced_by_the_injected_one(app: httpx.A
 async def test_a_default_fn_id_may_be_chosen_by_the_client(app: httpx.AsyncClient) -> None:
     chosen = await app.post("/api/Offlines", json={"id": "client-made", "n": 1})
     assert chosen.json() == {"id": "client-made", "n": 1}
-    made = (await app.post("/api/Offlines", json={"n": 2})).json()
-    assert len(made["id"]) == 36
+    made = [(await app.post("/api/Offlines", json={"n": n})).json() for n in (2, 3)]
+    assert [uuid.UUID(row["id"]).version for row in made] == [1, 1]  # juggler's "uuid" is time-based
+    assert made[0]["id"] != made[1]["id"]
 
 
 async def test_an_omitted_id_that_is_not_generated_cannot_be_blank(app: httpx.AsyncClient) -> None:
