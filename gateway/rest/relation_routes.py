@@ -13,7 +13,6 @@ found`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -23,8 +22,6 @@ from gateway.models.definition import ModelDef, RelationDef, RelationKind
 from gateway.rest.errors import LoopBackError
 from gateway.rest.include import parse_include, without_include
 from gateway.rest.router import ModelApi, Row, json_response, read_object
-
-Handler = Callable[..., Awaitable[Response]]
 
 
 def relation_router(api: ModelApi) -> APIRouter:
@@ -167,13 +164,17 @@ class _RelationRoutes:
     async def find_by_id(self, request: Request, id: str, fk: str) -> Response:
         return json_response((await self.one_related(request, id, fk))[1])
 
+    async def related_rows(self, request: Request, parent: Row, limit: int | None = None) -> list[Row]:
+        """The related rows of `parent` that the request may read (the target's `find` access)."""
+        where = await self.related_where(request, parent)
+        if where is None:
+            return []
+        access = await self.target.access(request, "find")
+        return await self.target.reads.find(access.filter(Filter(where, (), limit)))
+
     async def get_one(self, request: Request, id: str) -> Response:
         parent = await self.parent(request, id)
-        where = await self.related_where(request, parent)
-        rows = []
-        if where is not None:
-            access = await self.target.access(request, "find")
-            rows = await self.target.reads.find(access.filter(Filter(where, (), 1)))
+        rows = await self.related_rows(request, parent, limit=1)
         if rows:
             return json_response(rows[0])
         if self.relation.kind is RelationKind.BELONGS_TO:
@@ -184,16 +185,10 @@ class _RelationRoutes:
         parent = await self.parent(request, id)
         target = self.target
         body = await read_object(request)
-        if (
-            self.relation.kind is RelationKind.HAS_ONE
-            and await self.related_where(request, parent) is not None
-        ):
-            access = await target.access(request, "find")
-            where = await self.related_where(request, parent)
-            if await target.reads.count(access.where(where)):
-                raise LoopBackError(
-                    409, f"HasOne relation cannot create more than one instance of {target.model.name}"
-                )
+        if self.relation.kind is RelationKind.HAS_ONE and await self.related_rows(request, parent, limit=1):
+            raise LoopBackError(
+                409, f"HasOne relation cannot create more than one instance of {target.model.name}"
+            )
         access = await target.access(request, "create")
         row = (await target.writes.create([access.row(self.owned(parent, body))]))[0]
         if self.relation.kind is RelationKind.HAS_MANY_THROUGH:
@@ -206,8 +201,7 @@ class _RelationRoutes:
 
     async def update_one(self, request: Request, id: str) -> Response:
         parent = await self.parent(request, id)
-        where = await self.related_where(request, parent)
-        rows = [] if where is None else await self.target.reads.find(Filter(where, (), 1))
+        rows = await self.related_rows(request, parent, limit=1)
         if not rows:
             raise LoopBackError(
                 404, f'No "{self.target.model.name}" instance(s) found', code="MODEL_NOT_FOUND"
@@ -230,12 +224,7 @@ class _RelationRoutes:
 
     async def delete_all(self, request: Request, id: str) -> Response:
         parent = await self.parent(request, id)
-        where = await self.related_where(request, parent)
-        if where is not None:
-            access = await self.target.access(request, "find")
-            await self.delete_rows(
-                request, parent, await self.target.reads.find(access.filter(Filter(where)))
-            )
+        await self.delete_rows(request, parent, await self.related_rows(request, parent))
         return no_content()
 
     async def delete_rows(self, request: Request, parent: Row, rows: list[Row]) -> None:
