@@ -105,7 +105,7 @@ class KeyDeclarations:
                 self._declare(name, PropertyDef(key, PropertyType.OBJECT, embedded=shape), retype=False)
             else:
                 key = relation.property or _camel(self.plural(target))
-                prop = PropertyDef(key, PropertyType.ARRAY, PropertyType.OBJECT, default=[], embedded=shape)
+                prop = PropertyDef(key, PropertyType.ARRAY, PropertyType.OBJECT, embedded=shape)
                 self._declare(name, prop, retype=False)
             return
         if relation.polymorphic:
