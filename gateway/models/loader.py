@@ -71,6 +71,9 @@ UNSERVED_KEYS = {
     "trackChanges": "the change-tracking routes (/diff, /changes, /checkpoint, /{id}/changes/last, ...)",
     "methods": "its custom remote methods",
     "remoting": "its `remoting` settings (routes it disables are served)",
+    "mixins": "its mixins (JavaScript the gateway does not run)",
+    "scope": "its default `scope` (reads are not narrowed by it)",
+    "scopes": "its named `scopes` (their routes)",
 }
 
 

@@ -245,6 +245,8 @@ def test_keys_that_change_the_api_warn_once_per_model(tmp_path: Path) -> None:
                 "trackChanges": True,
                 "methods": {"greet": {"http": {"verb": "get"}}},
                 "http": {"path": "busy-things"},
+                "mixins": {"TimeStamp": True},
+                "scope": {"where": {"archived": False}},
                 "relations": {
                     "other": {"type": "hasAndBelongsToMany", "model": "Quiet"},
                     "quietOnes": {"type": "hasMany", "model": "Quiet"},
@@ -260,6 +262,8 @@ def test_keys_that_change_the_api_warn_once_per_model(tmp_path: Path) -> None:
         "custom remote methods",
         "http.path 'busy-things'",
         "relations other ",
+        "mixins",
+        "default `scope`",
     ):
         assert part in warnings[0]
     assert "quietOnes" not in warnings[0]
