@@ -20,6 +20,9 @@ class ModelConfig:
 
     source: str
     public: Mapping[str, bool]
+    sources: tuple[Path, ...] = ()
+    """The app's own model directories from `_meta.sources` (LoopBack's built-in `loopback/...` ones left
+    out), resolved against the file's directory, that exist."""
 
 
 def find_model_config(models: Path) -> Path | None:
@@ -45,6 +48,13 @@ def read_model_config(path: Path) -> ModelConfig:
     if not isinstance(document, Mapping):
         raise ValueError(f"{path}: expected an object mapping model names to their configuration")
     public: dict[str, bool] = {}
+    meta = document.get("_meta")
+    listed = meta.get("sources") if isinstance(meta, Mapping) else None
+    sources = tuple(
+        (path.parent / source).resolve()
+        for source in (listed if isinstance(listed, list) else ())
+        if isinstance(source, str) and not source.startswith("loopback/") and (path.parent / source).is_dir()
+    )
     for name, entry in document.items():
         if name.startswith("_"):
             continue
@@ -54,4 +64,4 @@ def read_model_config(path: Path) -> ModelConfig:
         if not isinstance(flag, bool):
             raise ValueError(f"{path}: model {name}: `public` must be true or false")
         public[name] = flag
-    return ModelConfig(str(path), public)
+    return ModelConfig(str(path), public, sources)

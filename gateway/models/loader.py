@@ -94,9 +94,18 @@ def load_registry(path: Path, model_config: Path | None = None) -> Registry:
     if not path.exists():
         raise ModelDefinitionError(f"{path}: no such file or directory")
     problems: list[str] = []
+    config_path = model_config or find_model_config(path)
+    config = None
+    if config_path is not None:
+        try:
+            config = read_model_config(config_path)
+        except ValueError as exc:
+            problems.append(str(exc))
     sources: list[tuple[str, Any]] = []
     if path.is_dir():
-        files = sorted(path.glob("*.json"))
+        # LB3 reads every directory of model-config's `_meta.sources` (common/models and server/models)
+        directories = dict.fromkeys([path.resolve(), *(config.sources if config else ())])
+        files = [file for directory in directories for file in sorted(directory.glob("*.json"))]
         if not files:
             raise ModelDefinitionError(f"{path}: the directory holds no model JSON files")
         for file in files:
@@ -107,13 +116,6 @@ def load_registry(path: Path, model_config: Path | None = None) -> Registry:
     else:
         document = _read(path)
         sources = [(str(path), d) for d in _listed_models(str(path), document)]
-    config_path = model_config or find_model_config(path)
-    config = None
-    if config_path is not None:
-        try:
-            config = read_model_config(config_path)
-        except ValueError as exc:
-            problems.append(str(exc))
     return _App(sources, config, problems).registry()
 
 
@@ -130,11 +132,12 @@ def build_registry(models: Iterable[ModelDef], warnings: Iterable[str] = ()) -> 
             problems.append(f"plural {model.plural!r} of model {model.name!r} is used twice")
         seen_names.add(model.name)
         seen_plurals.add(model.plural.lower())
-    if not models:
-        problems.append("no models are served")
     if problems:
         raise ModelDefinitionError(*problems)
-    return Registry(models, tuple(warnings))
+    warnings = (
+        tuple(warnings) if models else (*warnings, "no models are served: only /healthz, /readyz, /metrics")
+    )
+    return Registry(models, warnings)
 
 
 def parse_model(source: str, definition: Mapping[str, Any]) -> ModelDef:
@@ -182,6 +185,11 @@ class _App:
                     self.warnings.append(
                         f"{source}: model {name} is not served: it is based on LoopBack's built-in {root}, "
                         "which the gateway does not implement"
+                    )
+                elif root == EMBEDDED_BASE and self.config is not None and self.served(name):
+                    self.warnings.append(
+                        f"{source}: model {name} is not served: its base is Model (not persisted), so LB3 "
+                        "routes only its remote methods, which are JavaScript"
                     )
                 continue
             model = _parse_model(
@@ -475,6 +483,9 @@ def _property(
     prop_type, item_type, embedded = _parse_type(where, spec.get("type", "any"), shapes, warnings)
     is_id = bool(spec.get("id", False))
     default_fn = spec.get("defaultFn")
+    if default_fn is not None and not any(default_fn in names for names in DEFAULT_FUNCTIONS.values()):
+        warnings.append(f"{where}: defaultFn {default_fn!r} is not a LoopBack default function: not applied")
+        default_fn = None  # juggler logs "Unknown default value provider" and carries on
     if default_fn is not None and default_fn not in DEFAULT_FUNCTIONS.get(prop_type, ()):
         raise ModelDefinitionError(
             f"{where}: defaultFn {default_fn!r} does not apply to type {prop_type.value}"
@@ -497,22 +508,26 @@ def _property(
         hidden=hidden,
         embedded=embedded,
     )
-    _check_default(where, prop)
-    return prop
+    return dataclasses.replace(prop, default=_usable_default(where, prop, warnings))
 
 
-def _check_default(where: str, prop: PropertyDef) -> None:
-    """A default LoopBack could not store in the property is refused at start, not at the first create."""
-    if prop.default is MISSING or prop.default is None:
-        return
-    if prop.type is PropertyType.DATE and prop.default == NOW:
-        return
+def _usable_default(where: str, prop: PropertyDef, warnings: list[str]) -> Any:
+    """The default to apply, converted as juggler stores it. One LB3 could only store as null (or that
+    makes every create fail) is refused at start, never a 500 or a 422 at the first create."""
+    default = prop.default
+    if default is MISSING or default is None or (prop.type is PropertyType.DATE and default == NOW):
+        return default
     try:
-        coerce(prop, prop.default)
+        coerce(prop, default)
+        return default
     except (ValueError, OverflowError, OSError):
-        raise ModelDefinitionError(
-            f"{where}: default {json.dumps(prop.default)} is not a valid {prop.type.value}"
-        ) from None
+        pass
+    if prop.type is PropertyType.NUMBER and (isinstance(default, bool) or default == ""):
+        return float(default or 0)  # JavaScript's Number(): false → 0, true → 1, "" → 0
+    if prop.embedded is GEO_POINT:
+        warnings.append(f"{where}: default {json.dumps(default)} is not a GeoPoint: not applied")
+        return MISSING
+    raise ModelDefinitionError(f"{where}: default {json.dumps(default)} is not a valid {prop.type.value}")
 
 
 def _type_name(raw: Any) -> str:

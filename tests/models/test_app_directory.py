@@ -291,3 +291,55 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert "base 'Nope' is neither" in problems[1]
     assert 'property x: default "yes" is not a valid boolean' in problems[2]
     assert "property y: an array type lists one item type" in problems[3]
+
+
+def test_model_config_sources_add_the_server_models_directory(tmp_path: Path) -> None:
+    directory = write_app(
+        tmp_path,
+        [{"name": "Shared"}],
+        {
+            "_meta": {"sources": ["loopback/common/models", "../common/models", "./models"]},
+            "Shared": {},
+            "Local": {},
+        },
+    )
+    (tmp_path / "server" / "models").mkdir()
+    (tmp_path / "server" / "models" / "local.json").write_text(json.dumps({"name": "Local"}))
+    assert names(load_registry(directory)) == ["Shared", "Local"]
+
+
+def test_defaults_juggler_can_store_are_converted_and_the_rest_warned_or_refused(tmp_path: Path) -> None:
+    directory = write_app(
+        tmp_path,
+        [
+            {
+                "name": "Lenient",
+                "properties": {
+                    "blank": {"type": "number", "default": ""},
+                    "flag": {"type": "number", "default": False},
+                    "text": {"type": "number", "default": "7"},
+                    "spot": {"type": "geopoint", "default": "0.1"},
+                    "code": {"type": "string", "defaultFn": ""},
+                },
+            }
+        ],
+    )
+    registry = load_registry(directory)
+    lenient = registry.by_name["Lenient"]
+    assert [lenient.by_name[n].default for n in ("blank", "flag", "text")] == [0.0, 0.0, "7"]
+    assert not lenient.by_name["spot"].has_default
+    assert lenient.by_name["code"].default_fn is None
+    assert any('spot: default "0.1" is not a GeoPoint' in w for w in registry.warnings)
+    assert any("code: defaultFn '' is not a LoopBack default function" in w for w in registry.warnings)
+
+
+def test_an_app_of_remote_method_models_only_starts_serving_nothing(tmp_path: Path) -> None:
+    directory = write_app(
+        tmp_path,
+        [{"name": "Greeter", "base": "Model", "methods": {"hello": {}}}, {"name": "Member", "base": "User"}],
+        {"Greeter": {"dataSource": None, "public": True}, "Member": {"dataSource": "db"}},
+    )
+    registry = load_registry(directory)
+    assert registry.models == ()
+    assert any("model Greeter is not served: its base is Model" in w for w in registry.warnings)
+    assert registry.warnings[-1].startswith("no models are served")
