@@ -173,7 +173,7 @@ def default_value(prop: PropertyDef) -> Any:
         # juggler's are version 1 (time-based), so rows sorted by such an id sort by creation; the node is
         # random (multicast bit set, RFC 4122 §4.5) rather than this host's MAC address
         return str(uuid.uuid1(node=secrets.randbits(48) | 1 << 40))
-    if prop.default is MISSING:
+    if prop.default is MISSING or prop.default is None:  # `"default": null` is common in LB3 apps
         return None
     return coerce(prop, prop.default)
 

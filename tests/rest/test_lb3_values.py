@@ -26,6 +26,7 @@ MODELS: list[dict[str, Any]] = [
             "history": ["number"],
             "place": "Place",
             "spot": "GeoPoint",
+            "note": {"type": "string", "default": None},
         },
     },
     {
@@ -107,6 +108,12 @@ async def test_geo_points_take_jugglers_forms(app: httpx.AsyncClient) -> None:
     for wrong in ({"k": 1}, "north", [100, 0]):
         response = await app.post("/api/Readings", json={"spot": wrong})
         assert response.json()["error"]["details"]["codes"] == {"spot": ["type"]}
+
+
+async def test_a_null_default_is_no_default(app: httpx.AsyncClient) -> None:
+    created = await app.post("/api/Readings", json={"label": "x"})
+    assert created.status_code == 200, created.text
+    assert "note" not in created.json()
 
 
 async def test_dollar_now_defaults_to_the_time_of_the_create(app: httpx.AsyncClient) -> None:
