@@ -79,24 +79,31 @@ class EmbeddedType:
 
 
 class RelationKind(enum.Enum):
-    """The relations whose related rows live in another served model's table."""
+    """The relations the gateway serves: related rows in another served model's table, or (embeds) the
+    embedded value held in one of the model's own properties."""
 
     BELONGS_TO = "belongsTo"
     HAS_ONE = "hasOne"
     HAS_MANY = "hasMany"
     HAS_MANY_THROUGH = "hasManyThrough"
     REFERENCES_MANY = "referencesMany"
+    EMBEDS_ONE = "embedsOne"
+    EMBEDS_MANY = "embedsMany"
 
     @property
     def to_many(self) -> bool:
         return self in (RelationKind.HAS_MANY, RelationKind.HAS_MANY_THROUGH, RelationKind.REFERENCES_MANY)
+
+    @property
+    def embeds(self) -> bool:
+        return self in (RelationKind.EMBEDS_ONE, RelationKind.EMBEDS_MANY)
 
 
 @dataclass(frozen=True, slots=True)
 class RelationDef:
     """A relation with LoopBack's defaults applied: rows of `target` whose `key_to` equals the source's
     `key_from` (each element of it, for referencesMany). Through a model, `key_to` is on `through` and
-    `key_through` there holds the target's id."""
+    `key_through` there holds the target's id. For embeds, `key_from` is the property holding the value."""
 
     name: str
     kind: RelationKind

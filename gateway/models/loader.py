@@ -213,7 +213,8 @@ class _App:
             related = tuple(
                 r
                 for r in keys.resolved.get(name, ())
-                if all(m in keys.models and self.served(m) for m in (r.target, r.through or r.target))
+                if r.kind.embeds
+                or all(m in keys.models and self.served(m) for m in (r.target, r.through or r.target))
             )
             self.warn_unserved(name, relations[name], {r.name for r in related})
             served.append(dataclasses.replace(model, relations=related))

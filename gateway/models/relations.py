@@ -103,10 +103,12 @@ class KeyDeclarations:
             if kind == "embedsOne":
                 key = relation.property or _camel(target)
                 self._declare(name, PropertyDef(key, PropertyType.OBJECT, embedded=shape), retype=False)
+                self._resolve(name, relation, RelationKind.EMBEDS_ONE, key, "")
             else:
                 key = relation.property or _camel(self.plural(target))
-                prop = PropertyDef(key, PropertyType.ARRAY, PropertyType.OBJECT, embedded=shape)
+                prop = PropertyDef(key, PropertyType.ARRAY, PropertyType.OBJECT, default=[], embedded=shape)
                 self._declare(name, prop, retype=False)
+                self._resolve(name, relation, RelationKind.EMBEDS_MANY, key, "")
             return
         if relation.polymorphic:
             if kind == "belongsTo":

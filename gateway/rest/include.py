@@ -64,6 +64,8 @@ def _inclusion(
     relation = model.relation.get(name) if isinstance(name, str) else None
     if relation is None:
         raise FilterError(f'Relation "{name}" is not defined for {model.name} model')
+    if relation.kind.embeds:  # the value is in the row already: nothing to read, no scope to apply
+        return Inclusion(relation, model, Filter())
     target = models[relation.target]
     flt, scope_include = without_include(scope or {})
     return Inclusion(
@@ -86,6 +88,14 @@ async def _attach_one(
     rows: list[Row], inclusion: Inclusion, find: FindRows, models: Mapping[str, ModelDef]
 ) -> None:
     relation, target, scope = inclusion.relation, inclusion.target, inclusion.scope
+    if relation.kind.embeds:  # LB3 repeats the embedded value under the relation's name
+        for row in rows:
+            value = row.get(relation.key_from)
+            if relation.kind is RelationKind.EMBEDS_MANY:
+                row[relation.name] = value or []
+            elif value is not None:
+                row[relation.name] = value
+        return
     keys_of_row = [_keys(row, relation) for row in rows]
     if relation.kind is RelationKind.HAS_MANY_THROUGH:
         assert relation.through is not None

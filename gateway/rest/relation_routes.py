@@ -49,6 +49,9 @@ class _RelationRoutes:
     def add_to(self, router: APIRouter) -> None:
         kind, path = self.relation.kind, self.path
         summary = f"__{{}}__{self.relation.name}".format
+        if kind.embeds:
+            router.add_api_route(path, self.get_embedded, methods=["GET"], summary=summary("get"))
+            return
         if kind in (RelationKind.BELONGS_TO, RelationKind.HAS_ONE):
             router.add_api_route(path, self.get_one, methods=["GET"], summary=summary("get"))
         if kind is RelationKind.HAS_ONE:
@@ -171,6 +174,13 @@ class _RelationRoutes:
             return []
         access = await self.target.access(request, "find")
         return await self.target.reads.find(access.filter(Filter(where, (), limit)))
+
+    async def get_embedded(self, request: Request, id: str) -> Response:
+        """The embedded value (`[]` for an unset embedsMany); LB3 answers 204 for an unset embedsOne."""
+        value = (await self.parent(request, id)).get(self.relation.key_from)
+        if value is None and self.relation.kind is RelationKind.EMBEDS_ONE:
+            return no_content()
+        return json_response([] if value is None else value)
 
     async def get_one(self, request: Request, id: str) -> Response:
         parent = await self.parent(request, id)
