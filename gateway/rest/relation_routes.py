@@ -7,8 +7,8 @@ stream as one created through `POST /Books`. Reads go through the related model'
 
 Replies recorded from LoopBack 3.28: a missing parent is 404 `could not find a model with id <id>`; a
 related row that is not the parent's is 404 `No instance with id <fk> found for <Target>`; deletes are 204
-with no body; a belongsTo whose key is unset is `{}`; a missing hasOne is 404 `No "<Target>" instance(s)
-found`.
+with no body; a belongsTo whose key is unset is `{}`, one whose key names no row `null`; a missing hasOne
+is 404 `No "<Target>" instance(s) found`.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ class _RelationRoutes:
         rows = await self.related_rows(request, parent, limit=1)
         if rows:
             return json_response(rows[0])
-        if self.relation.kind is RelationKind.BELONGS_TO:
-            return json_response({})
+        if self.relation.kind is RelationKind.BELONGS_TO:  # LB3: {} when the key is unset, null when dangling
+            return json_response({} if parent.get(self.relation.key_from) is None else None)
         raise LoopBackError(404, f'No "{self.target.model.name}" instance(s) found', code="MODEL_NOT_FOUND")
 
     async def create(self, request: Request, id: str) -> Response:
