@@ -38,7 +38,9 @@ from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
 from gateway.rest.limits import RestLimits
 from gateway.rest.openapi import complete_error_responses, model_schemas
+from gateway.rest.plurals import PluralCaseMiddleware
 from gateway.rest.reads import ModelReads
+from gateway.rest.relation_routes import relation_router
 from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
 from gateway.security.setup import install_security, security_middleware
@@ -95,7 +97,10 @@ class Gateway:
 
 def build_gateway(settings: Settings) -> Gateway:
     """Construct (but do not start) every part from the settings."""
-    registry = load_registry(settings.models)
+    registry = load_registry(settings.models, settings.models_config)
+    for warning in registry.warnings:
+        log.warning("%s", warning)
+    log.info("serving models: %s", ", ".join(f"{m.name} at /{m.plural}" for m in registry.models))
     tables = build_tables(registry)
     outbox = outbox_table(tables.metadata)
     engine = create_engine(settings.database_url)
@@ -133,6 +138,8 @@ def build_gateway(settings: Settings) -> Gateway:
             metrics,
             RestLimits(settings.max_page_size, settings.max_create_rows),
         )
+    for api in apis.values():
+        api.link(apis)
     hub = Hub(
         broker,
         HubSettings(
@@ -157,7 +164,7 @@ class GatewayApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         """From the outside in: the request log (outside the error handlers, so a 500 is logged with its
-        id), the security middleware, the change streams, then FastAPI's own stack."""
+        id), plural spelling, the security middleware, the change streams, then FastAPI's own stack."""
         gateway = self.gateway
         settings = gateway.settings
         streams = ChangeStreamRoutes(
@@ -181,8 +188,13 @@ class GatewayApp(FastAPI):
             retry_ms=settings.retry,
             max_bytes=settings.subscriber_max_bytes,
         )
-        return RequestLogMiddleware(
+        plurals = PluralCaseMiddleware(
             security_middleware(multiplexed, gateway.security),
+            [model.plural for model in gateway.registry.models],
+            rest_root=settings.rest_root,
+        )
+        return RequestLogMiddleware(
+            plurals,
             draining=lambda: gateway.drain.draining,
             metrics=gateway.metrics,
         )
@@ -221,6 +233,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     root = settings.rest_root
     for model in gateway.registry.models:
         app.include_router(model_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
+        app.include_router(relation_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
     for model in gateway.registry.models:
         app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)

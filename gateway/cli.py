@@ -48,6 +48,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _models_failed(exc: ModelDefinitionError) -> typer.Exit:
+    """Every problem of the model directory, one line each, then the exit."""
+    for problem in exc.problems:
+        typer.echo(f"gateway: GATEWAY_MODELS: {problem}", err=True)
+    return typer.Exit(2)
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
@@ -68,9 +75,9 @@ def serve(
             f"{workers} workers"
         )
     try:
-        load_registry(settings.models)
+        load_registry(settings.models, settings.models_config)
     except ModelDefinitionError as exc:
-        raise _fail(f"GATEWAY_MODELS: {exc}") from None
+        raise _models_failed(exc) from None
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
@@ -93,12 +100,12 @@ def migrate() -> None:
     try:
         asyncio.run(_migrate(settings))
     except ModelDefinitionError as exc:
-        raise _fail(f"GATEWAY_MODELS: {exc}") from None
+        raise _models_failed(exc) from None
     typer.echo("gateway: tables are up to date")
 
 
 async def _migrate(settings: Settings) -> None:
-    tables = build_tables(load_registry(settings.models))
+    tables = build_tables(load_registry(settings.models, settings.models_config))
     outbox_table(tables.metadata)
     engine = create_engine(settings.database_url)
     try:

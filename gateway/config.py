@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     broker_url: str = "memory://"
     models: Path = Path("examples/models")
+    models_config: Path | None = None  # an LB3 server/model-config.json; unset: looked for beside `models`
     rest_root: str = "/api"
     create_tables: bool = True
     redis_prefix: str = "gw"

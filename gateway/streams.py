@@ -302,7 +302,7 @@ class LocalChangeStreams:
                 "follow the gateway over HTTP (gateway.client.remote), or open the stream inside the "
                 "serving process with open_change_stream(app.gateway.broker, model)"
             )
-        registry = load_registry(settings.models)
+        registry = load_registry(settings.models, settings.models_config)
         broker = broker_from_url(
             settings.broker_url, prefix=settings.redis_prefix, stream_maxlen=settings.stream_maxlen
         )

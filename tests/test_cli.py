@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -52,12 +53,28 @@ def test_a_bad_setting_fails_at_start_naming_it(
     assert "Traceback" not in result.stderr
 
 
-def test_bad_models_fail_at_start(tmp_path: Path) -> None:
-    (tmp_path / "bad.json").write_text('{"name": "A", "properties": {"x": {"type": "GeoPoint"}}}')
+def test_every_problem_of_a_model_directory_is_one_line_then_the_start_fails(tmp_path: Path) -> None:
+    problems = {
+        "a.json": "{nope",
+        "b.json": {"name": "B", "properties": {"x": {"type": "number", "default": "high"}}},
+        "c.json": {"name": "C", "base": "Nope"},
+        "d.json": {"name": "D", "strict": "sometimes"},
+        "e.json": {"name": "E", "relations": {"r": {"type": "hasSome", "model": "B"}}},
+    }
+    for name, body in problems.items():
+        (tmp_path / name).write_text(body if isinstance(body, str) else json.dumps(body))
+    (tmp_path / "fine.json").write_text(json.dumps({"name": "Fine"}))
     result = gateway("serve", env={"GATEWAY_MODELS": str(tmp_path)})
     assert result.returncode == 2
-    assert "GATEWAY_MODELS" in result.stderr
-    assert "GeoPoint" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 5, result.stderr
+    assert all(line.startswith("gateway: GATEWAY_MODELS: ") for line in lines)
+    for file, needle in zip(
+        sorted(problems),
+        ["not valid JSON", 'default "high"', "base 'Nope'", "`strict` must be", "type 'hasSome'"],
+        strict=True,
+    ):
+        assert any(file in line and needle in line for line in lines), (file, needle, lines)
 
 
 def test_the_memory_broker_refuses_several_workers() -> None:

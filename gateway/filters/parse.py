@@ -19,11 +19,10 @@ from gateway.filters.ast import And, Condition, Filter, FilterError, Op, Or, Ord
 from gateway.filters.querystring import NOT_AN_OBJECT
 from gateway.jsonshape import FILTER_MAX_DEPTH, FILTER_MAX_NODES, ShapeError, check_shape
 from gateway.models.definition import ModelDef, PropertyDef, PropertyType
-from gateway.models.rows import MAX_SAFE_INTEGER, parse_date
+from gateway.models.rows import MAX_SAFE_INTEGER, NUMBER_TEXT, js_number_text, parse_date
 from gateway.regex import RegexpError, compile_search
 
 _ID_RANGE: Final = (-(2**63), 2**63 - 1)
-_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
@@ -273,7 +272,7 @@ def _coerce(prop: PropertyDef, raw: Any, invalid: _Invalid) -> Any:
         if isinstance(raw, str):
             return _check_text(raw, invalid)
         if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
-            return _js_number_text(raw)
+            return js_number_text(raw)
         raise invalid("Expected a string")
     if kind is PropertyType.NUMBER and prop.is_id:
         value = raw
@@ -286,7 +285,7 @@ def _coerce(prop: PropertyDef, raw: Any, invalid: _Invalid) -> Any:
         return value
     if kind is PropertyType.NUMBER:
         try:
-            if isinstance(raw, str) and _NUMBER_TEXT.fullmatch(raw):
+            if isinstance(raw, str) and NUMBER_TEXT.fullmatch(raw):
                 raw = float(raw)
             if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
                 return float(raw)
@@ -311,13 +310,6 @@ def _check_text(text: str, invalid: _Invalid) -> str:
     if "\x00" in text:  # PostgreSQL text cannot hold NUL; refuse it on every database alike
         raise invalid("Strings cannot contain the NUL character")
     return text
-
-
-def _js_number_text(value: float) -> str:
-    """`String(n)` in JavaScript for the common cases: integral numbers print without a fraction."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value)
 
 
 def _ends_with_escape(pattern: str) -> bool:

@@ -58,10 +58,60 @@ class PropertyDef:
     generated: bool = False  # the database (or default_fn) assigns the value
     index: bool = False
     hidden: bool = False  # never returned or streamed (LoopBack's `hidden`)
+    embedded: EmbeddedType | None = None  # an object (or each array item) of a `base: "Model"` model
 
     @property
     def has_default(self) -> bool:
         return self.default is not MISSING or self.default_fn is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedType:
+    """A model with `base: "Model"`: no table and no routes, only the shape of an embedded object.
+
+    A property typed with it (`"type": "Address"`, `["Address"]`, or through `embedsOne`/`embedsMany`) is
+    stored as JSON and its value is checked against these properties, as LoopBack builds the nested instance.
+    """
+
+    name: str
+    properties: tuple[PropertyDef, ...]
+    strict: StrictMode
+
+
+class RelationKind(enum.Enum):
+    """The relations the gateway serves: related rows in another served model's table, or (embeds) the
+    embedded value held in one of the model's own properties."""
+
+    BELONGS_TO = "belongsTo"
+    HAS_ONE = "hasOne"
+    HAS_MANY = "hasMany"
+    HAS_MANY_THROUGH = "hasManyThrough"
+    REFERENCES_MANY = "referencesMany"
+    EMBEDS_ONE = "embedsOne"
+    EMBEDS_MANY = "embedsMany"
+
+    @property
+    def to_many(self) -> bool:
+        return self in (RelationKind.HAS_MANY, RelationKind.HAS_MANY_THROUGH, RelationKind.REFERENCES_MANY)
+
+    @property
+    def embeds(self) -> bool:
+        return self in (RelationKind.EMBEDS_ONE, RelationKind.EMBEDS_MANY)
+
+
+@dataclass(frozen=True, slots=True)
+class RelationDef:
+    """A relation with LoopBack's defaults applied: rows of `target` whose `key_to` equals the source's
+    `key_from` (each element of it, for referencesMany). Through a model, `key_to` is on `through` and
+    `key_through` there holds the target's id. For embeds, `key_from` is the property holding the value."""
+
+    name: str
+    kind: RelationKind
+    target: str
+    key_from: str
+    key_to: str
+    through: str | None = None
+    key_through: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +142,13 @@ class ModelDef:
     strict: StrictMode
     acls: tuple[AclEntry, ...] = ()
     owner_property: str = "ownerId"
+    relations: tuple[RelationDef, ...] = ()
     by_name: dict[str, PropertyDef] = field(init=False, repr=False, compare=False)
+    relation: dict[str, RelationDef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {p.name: p for p in self.properties})
+        object.__setattr__(self, "relation", {r.name: r for r in self.relations})
 
     @property
     def id_property(self) -> PropertyDef:
@@ -109,9 +162,14 @@ class ModelDef:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """All models served by one gateway, looked up by name or by REST plural."""
+    """All models served by one gateway, looked up by name or by REST plural.
+
+    `warnings` are what the loader found that LoopBack would do and the gateway will not (skipped models,
+    routes not served), one line each, for the start log.
+    """
 
     models: tuple[ModelDef, ...]
+    warnings: tuple[str, ...] = ()
     by_plural: dict[str, ModelDef] = field(init=False, repr=False, compare=False)
     by_name: dict[str, ModelDef] = field(init=False, repr=False, compare=False)
 

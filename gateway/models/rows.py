@@ -9,6 +9,7 @@ omitted, numbers without a fraction printed as integers (JavaScript has one numb
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,8 @@ from gateway.models.definition import ModelDef, PropertyType
 from gateway.models.tables import EXTRA_COLUMN
 
 MAX_SAFE_INTEGER = 2**53 - 1
+NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A decimal number as text (what a form or a URL sends), without JavaScript's hex, Infinity or blanks."""
 
 
 def to_json_row(model: ModelDef, stored: Mapping[Any, Any]) -> dict[str, Any]:
@@ -47,6 +50,13 @@ def json_number(value: int | float) -> int | float:
     if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
         return int(value)
     return value
+
+
+def js_number_text(value: float) -> str:
+    """`String(n)` in JavaScript for the common cases: integral numbers print without a fraction."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
 
 
 def format_date(value: datetime) -> str:

@@ -7,6 +7,8 @@ the mistake instead of losing data.
 
 from __future__ import annotations
 
+import math
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +17,16 @@ from typing import Any
 
 import orjson
 
-from gateway.models.definition import MISSING, ModelDef, PropertyDef, PropertyType, StrictMode
-from gateway.models.rows import MAX_SAFE_INTEGER, parse_date
+from gateway.models.definition import (
+    MISSING,
+    EmbeddedType,
+    ModelDef,
+    PropertyDef,
+    PropertyType,
+    StrictMode,
+)
+from gateway.models.geopoint import GEO_POINT, geo_point
+from gateway.models.rows import MAX_SAFE_INTEGER, NUMBER_TEXT, js_number_text, parse_date, to_json_value
 from gateway.models.tables import EXTRA_COLUMN
 
 _TYPE_NAMES = {
@@ -61,6 +71,8 @@ class InvalidInstance(Exception):
 
 
 _UNDEFINED = object()
+NOW = "$now"
+"""LoopBack's `"default": "$now"` for a date: the time of the create."""
 
 
 def js_repr(value: Any) -> str:
@@ -74,13 +86,22 @@ def js_repr(value: Any) -> str:
 
 
 def coerce(prop: PropertyDef, value: Any) -> Any:
-    """The stored form of a JSON value for `prop`; raises ValueError when the type is wrong."""
+    """The stored form of a JSON value for `prop`, coerced as juggler does; ValueError when the type is wrong.
+
+    Forms and URL parameters send strings, so like juggler a numeric string becomes a number, a number
+    becomes a string for a string property, `"true"`/`"false"` become booleans, and dates come from ISO
+    strings or epoch milliseconds. What juggler would turn into `null` (`"high"` for a number) is refused.
+    """
     kind = prop.type
     if kind is PropertyType.STRING:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return js_number_text(value)
     elif kind is PropertyType.NUMBER:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, str) and NUMBER_TEXT.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             if prop.is_id:
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError
@@ -91,21 +112,51 @@ def coerce(prop: PropertyDef, value: Any) -> Any:
     elif kind is PropertyType.BOOLEAN:
         if isinstance(value, bool):
             return value
+        if value in ("true", "false"):
+            return value == "true"
     elif kind is PropertyType.DATE:
         return parse_date(value)
     elif kind is PropertyType.OBJECT:
+        if prop.embedded is GEO_POINT:
+            return geo_point(value)
         if isinstance(value, dict):
-            return value
+            return value if prop.embedded is None else _embedded(prop.embedded, value)
     elif kind is PropertyType.ARRAY:
         if isinstance(value, list):
-            if prop.item_type is not None and not prop.item_type.is_json:
-                item = PropertyDef(prop.name, prop.item_type)
-                for element in value:
-                    coerce(item, element)
-            return value
+            if prop.item_type is None or prop.item_type is PropertyType.ANY:
+                return value
+            item = PropertyDef(prop.name, prop.item_type, embedded=prop.embedded)
+            return [None if v is None else to_json_value(item.type, coerce(item, v)) for v in value]
     else:
         return value
     raise ValueError
+
+
+def _embedded(shape: EmbeddedType, value: dict[str, Any]) -> dict[str, Any]:
+    """An embedded object checked against its model as juggler builds the nested instance: declared
+    properties coerced (in their JSON form) and defaulted, undeclared ones kept, dropped or refused by the
+    model's `strict`. `required` is not enforced inside it (LB3 3.28 stores `{"city": "Oslo"}` for an
+    Address whose street is required)."""
+    result: dict[str, Any] = {}
+    declared = {p.name for p in shape.properties}
+    for prop in shape.properties:
+        raw = value.get(prop.name)
+        if prop.name not in value and prop.has_default:
+            result[prop.name] = to_json_value(prop.type, default_value(prop))
+            continue
+        if _is_blank(raw):
+            if prop.name in value:
+                result[prop.name] = raw
+            continue
+        result[prop.name] = to_json_value(prop.type, coerce(prop, raw))
+    for name, raw in value.items():
+        if name in declared:
+            continue
+        if shape.strict is StrictMode.REJECT:
+            raise ValueError
+        if shape.strict is StrictMode.KEEP:
+            result[name] = raw
+    return result
 
 
 def _is_blank(value: Any) -> bool:
@@ -113,12 +164,16 @@ def _is_blank(value: Any) -> bool:
 
 
 def default_value(prop: PropertyDef) -> Any:
-    if prop.default_fn == "now":
+    if prop.default_fn == "now" or (prop.type is PropertyType.DATE and prop.default == NOW):
         now = datetime.now(UTC).replace(tzinfo=None)
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
-    if prop.default_fn in ("uuid", "uuidv4", "guid"):
+    if prop.default_fn == "uuidv4":
         return str(uuid.uuid4())
-    if prop.default is MISSING:
+    if prop.default_fn in ("uuid", "guid"):
+        # juggler's are version 1 (time-based), so rows sorted by such an id sort by creation; the node is
+        # random (multicast bit set, RFC 4122 §4.5) rather than this host's MAC address
+        return str(uuid.uuid1(node=secrets.randbits(48) | 1 << 40))
+    if prop.default is MISSING or prop.default is None:  # `"default": null` is common in LB3 apps
         return None
     return coerce(prop, prop.default)
 
@@ -163,6 +218,9 @@ def build_values(
                 values[prop.name] = base[prop.name]
         elif not prop.is_id or not prop.generated or prop.default_fn:
             values[prop.name] = default_value(prop)
+    id_missing = base is None and values.get(model.id_name) is None and not model.id_property.generated
+    if id_missing and model.id_name not in problems.properties:
+        problems.add(model.id_name, "presence", "can't be blank", body.get(model.id_name, _UNDEFINED))
     for prop in model.properties:
         if base is not None and prop.name not in values:
             continue  # a patch of a row that does not have this column: nothing to check
@@ -182,8 +240,8 @@ def build_values(
 def _undeclared(model: ModelDef, body: Mapping[str, Any], problems: InvalidInstance) -> dict[str, Any]:
     unknown = {name: value for name, value in body.items() if name not in model.by_name}
     if model.strict is StrictMode.REJECT:
-        for name, value in unknown.items():
-            problems.add(name, "unknown-property", "is not defined in the model", value)
+        for name in unknown:  # LB3 prints the value of an undeclared property as undefined
+            problems.add(name, "unknown-property", "is not defined in the model", _UNDEFINED)
         return {}
     if model.strict is StrictMode.DROP:
         return {}

@@ -9,7 +9,7 @@ them (see `gateway.rest.openapi`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from gateway.models.validation import InvalidInstance, parse_id
 from gateway.ops.metrics import Metrics
 from gateway.rest import openapi
 from gateway.rest.errors import JSON_TYPE, LoopBackError, not_found
+from gateway.rest.include import Inclusion, attach, parse_include, without_include
 from gateway.rest.limits import RestLimits, check_body_shape
 from gateway.rest.reads import ModelReads
 from gateway.security import OPEN, Access
@@ -33,6 +34,7 @@ log = logging.getLogger("gateway.rest")
 AccessCheck = Callable[[Request, ModelDef, str], Awaitable[Access]]
 """Authorises a LoopBack method (`"find"`, `"create"`, ...) for a request: `Security.access`."""
 
+Row = dict[str, Any]
 POSITION_HEADER = "X-Change-Stream-Position"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -81,6 +83,13 @@ class ModelApi:
         self._access = access
         self._metrics = metrics
         self.limits = limits or RestLimits()
+        self.related: Mapping[str, ModelApi] = {}
+        self.models: Mapping[str, ModelDef] = {model.name: model}
+
+    def link(self, apis: Mapping[str, ModelApi]) -> None:
+        """Give this model's routes the other models' APIs, which `include` and relation routes read."""
+        self.related = apis
+        self.models = {name: api.model for name, api in apis.items()}
 
     async def access(self, request: Request, method: str) -> Access:
         """Authorise `method` before anything of the request is parsed (401/403/429 are raised)."""
@@ -104,8 +113,36 @@ class ModelApi:
     def query_argument(self, request: Request, name: str) -> Any:
         return argument(request.query_params.multi_items(), name)
 
-    def filter(self, request: Request) -> Filter:
-        return parse_filter(self.model, self.query_argument(request, "filter"))
+    def filter(self, request: Request) -> tuple[Filter, tuple[Inclusion, ...]]:
+        """The request's `filter`, and the relations its `include` asks for."""
+        raw, include = without_include(self.query_argument(request, "filter"))
+        return parse_filter(self.model, raw), parse_include(self.model, include, self.models)
+
+    async def find(self, request: Request, flt: Filter, inclusions: tuple[Inclusion, ...]) -> list[Row]:
+        """Rows for an already authorised filter, with the included relations attached."""
+        if not inclusions:
+            return await self.reads.find(flt)
+        rows = await self.reads.find(Filter(flt.where, flt.order, flt.limit, flt.skip, None))
+        return await self.included(request, rows, inclusions, flt.fields)
+
+    async def included(
+        self,
+        request: Request,
+        rows: list[Row],
+        inclusions: tuple[Inclusion, ...],
+        fields: tuple[str, ...] | None,
+    ) -> list[Row]:
+        """`rows` (read without projection) with `inclusions` attached, then projected onto `fields`."""
+
+        async def find_related(target: ModelDef, flt: Filter) -> list[Row]:
+            api = self.related[target.name]
+            return await api.reads.find((await api.access(request, "find")).filter(flt))
+
+        await attach(rows, inclusions, find_related, self.models)
+        if fields is None:
+            return rows
+        keep = {*fields, *(inclusion.relation.name for inclusion in inclusions)}
+        return [{k: v for k, v in row.items() if k in keep} for row in rows]
 
     def id_or_none(self, raw: str) -> Any | None:
         return parse_id(self.model, raw)
@@ -197,9 +234,11 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.get("/findOne", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findOne")
     async def find_one(request: Request) -> Response:
-        flt = (await api.access(request, "findOne")).filter(api.filter(request))
+        access = await api.access(request, "findOne")
+        flt, inclusions = api.filter(request)
+        flt = access.filter(flt)
         headers = await api.position_header()
-        rows = await api.reads.find(Filter(flt.where, flt.order, 1, flt.skip, flt.fields))
+        rows = await api.find(request, Filter(flt.where, flt.order, 1, flt.skip, flt.fields), inclusions)
         if not rows:
             raise not_found(model.name, "undefined")
         return json_response(rows[0], headers=headers)
@@ -216,9 +255,11 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.get("", openapi_extra=docs.params("filter"), responses=docs.reply(array=True), summary="find")
     async def find(request: Request) -> Response:
-        flt = api.limits.page((await api.access(request, "find")).filter(api.filter(request)))
+        access = await api.access(request, "find")
+        flt, inclusions = api.filter(request)
+        flt = api.limits.page(access.filter(flt))
         headers = await api.position_header()
-        rows = await api.reads.find(flt)
+        rows = await api.find(request, flt, inclusions)
         api.limits.check_page(rows)
         return json_response(rows, headers=headers)
 
@@ -238,10 +279,15 @@ def model_router(api: ModelApi) -> APIRouter:
     async def find_by_id(request: Request, id: str) -> Response:
         access = await api.access(request, "findById")
         id_value = api.id_or_none(id)
-        fields = parse_fields(model, (api.query_argument(request, "filter") or {}).get("fields"))
-        row = None if id_value is None else await api.find_by_id(access, id_value, fields)
+        raw, include = without_include(api.query_argument(request, "filter") or {})
+        fields = parse_fields(model, raw.get("fields") if isinstance(raw, Mapping) else None)
+        inclusions = parse_include(model, include, api.models)
+        read_fields = None if inclusions else fields
+        row = None if id_value is None else await api.find_by_id(access, id_value, read_fields)
         if row is None:
             raise not_found(model.name, id)
+        if inclusions:
+            row = (await api.included(request, [row], inclusions, fields))[0]
         return json_response(row)
 
     async def replace_by_id(request: Request, id: str) -> Response:

@@ -86,8 +86,12 @@ def test_lb3_property_forms() -> None:
     [
         ({"name": "A", "base": "User"}, "base 'User' is not supported"),
         (
-            {"name": "A", "properties": {"x": {"type": "GeoPoint"}}},
-            "property x: type 'GeoPoint' is not supported",
+            {"name": "A", "properties": {"x": {"type": "number", "default": "high"}}},
+            'property x: default "high" is not a valid number',
+        ),
+        (
+            {"name": "A", "properties": {"x": {"type": "date", "default": "soon"}}},
+            'property x: default "soon" is not a valid date',
         ),
         ({"name": "A", "properties": {"x": {"type": ["string", "number"]}}}, "one item type"),
         ({"name": "A", "idInjection": False, "properties": {"x": "string"}}, "no property has `id: true`"),
