@@ -134,7 +134,7 @@ class MultiplexedStreams:
 
 
 class MultiplexedResponse:
-    """Runs each model's stream as a task and writes their relabelled output to one connection.
+    """Runs each model's stream as a task and writes their relabelled output to one connection, in order.
 
     Nothing is written until every model's stream has sent its opening (so the first `id:` names them
     all). Output waiting for the client is bounded by `max_bytes`: past it the models' writes wait, and
@@ -157,6 +157,8 @@ class MultiplexedResponse:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._opened: set[str] = set()
+        self._writing = False
+        self._send: Send | None = None
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -166,6 +168,7 @@ class MultiplexedResponse:
         await send(
             {"type": "http.response.body", "body": preamble(Format.SSE, self._retry_ms), "more_body": True}
         )
+        self._send = scope.get(SERVER_SEND, send)
         watcher = asyncio.ensure_future(self._watch(receive))
         tasks = [
             asyncio.ensure_future(stream.response(inner, self._receive, self._sender(name)))
@@ -174,7 +177,7 @@ class MultiplexedResponse:
         for task in tasks:
             task.add_done_callback(lambda _task: self._ready.set())
         try:
-            await self._write(send, tasks)
+            await self._until_one_ends(tasks)
         finally:
             scope[CLIENT_LEFT] = self._disconnected.is_set()
             for task in (*tasks, watcher):
@@ -186,21 +189,35 @@ class MultiplexedResponse:
         if not self._disconnected.is_set():
             await send({"type": "http.response.body", "body": b""})
 
-    async def _write(self, send: Send, tasks: Sequence[asyncio.Future[None]]) -> None:
-        """Write what the models' streams produce, in order, until one of them ends."""
+    async def _until_one_ends(self, tasks: Sequence[asyncio.Future[None]]) -> None:
+        """Wait until one model's stream ends (or the client leaves), then write what is left."""
         while True:
             await self._ready.wait()
             self._ready.clear()
-            ended = any(task.done() for task in tasks)
-            if self._pending and (ended or len(self._opened) == len(self._names)):
+            if any(task.done() for task in tasks):
+                await self._drain()
+                return
+
+    async def _drain(self) -> None:
+        """Write everything pending, unless a write is under way (it writes what comes meanwhile too)."""
+        if self._writing:
+            return
+        assert self._send is not None, "set when the response starts"
+        self._writing = True
+        try:
+            while self._pending:
                 data = b"".join(self._pending)
                 self._pending, self._pending_bytes = [], 0
                 self._room.set()
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            if ended:
-                return
+                await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            self._writing = False
 
     def _sender(self, name: str) -> Send:
+        """The `send` of `name`'s stream. Once every stream has opened, it writes to the connection itself,
+        so a delivery costs no task switch (as on a per-model stream); a write that must wait for the
+        client suspends it, and the model's own stream finishes it (its slow-consumer rules apply)."""
+
         async def send(message: Message) -> None:
             if message["type"] != "http.response.body":
                 return
@@ -214,7 +231,8 @@ class MultiplexedResponse:
                     self._pending.append(frames)
                     self._pending_bytes += len(frames)
             self._opened.add(name)
-            self._ready.set()
+            if len(self._opened) == len(self._names):
+                await self._drain()
 
         return send
 

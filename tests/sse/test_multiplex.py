@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from gateway.sse.combined import CombinedPosition, relabel
 from tests.conftest import EXAMPLE_MODELS
 from tests.polling import eventually
 from tests.sse.helpers import OpenStream, open_stream, serve
-from tests.sse.test_cluster import Cluster, cluster  # noqa: F401  (the fixture)
+from tests.sse.test_cluster import Cluster, cluster, stalled_socket  # noqa: F401  (the fixtures)
 
 MODELS = ("Todo", "Color", "Shape")
 PLURALS = {"Todo": "Todos", "Color": "Colors", "Shape": "Shapes"}
@@ -255,3 +256,52 @@ async def test_leaving_a_model_out_of_the_id_re_lists_it_by_snapshot(
         {"model": "Color", "target": 1, "data": {"name": "red", "id": 1}, "type": "create"},
         {"model": "Todo", "target": created["id"], "data": created, "type": "create"},
     ]
+
+
+async def test_a_stalled_multiplexed_client_is_cut_off_and_the_others_get_everything(
+    cluster: Cluster,  # noqa: F811
+    stalled_socket: Callable[[int, str], socket.socket],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A multiplexed client that never reads meets its models' own slow-consumer bound and is dropped
+    cleanly (no error logged), while clients that read get every change."""
+    (gateway,) = cluster(1, subscriber_max_bytes=262144, models=write_models(tmp_path / "models"))
+    path = "/api/change-stream?models=Todo,Color"
+    stalled_socket(gateway.port, path)
+    cut_off = 'gateway_slow_subscriber_cutoffs_total{model="Todo"} 1.0'
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+        ready = asyncio.Semaphore(0)
+        received: list[list[str]] = []
+
+        async def reader() -> None:
+            titles: list[str] = []
+            received.append(titles)
+            async with open_stream(http, path) as stream:
+                await stream.read_until(lambda s: s.parser.last_event_id != "")
+                ready.release()
+                while True:
+                    await stream.read_until(lambda s: len(s.events) > 0, 60)
+                    for event in stream.events:
+                        title = json.loads(event.data)["data"]["title"][:8]
+                        if title == "stop----":
+                            return
+                        titles.append(title)
+                    stream.events.clear()
+
+        tasks = [asyncio.create_task(reader()) for _ in range(10)]
+        for _ in range(10):
+            await ready.acquire()
+        writes = 0
+        while writes < 2000:
+            assert (
+                await http.post("/api/Todos", json={"title": f"{writes:08d}" + "x" * 16_000})
+            ).status_code == 200
+            writes += 1
+            if writes % 25 == 0 and cut_off in (await http.get("/metrics")).text:
+                break
+        await http.post("/api/Todos", json={"title": "stop----"})
+        await asyncio.gather(*tasks)
+        metrics = (await http.get("/metrics")).text
+    assert cut_off in metrics, f"the stalled client was not cut off after {writes} events of 16 kB"
+    assert all(titles == [f"{n:08d}" for n in range(writes)] for titles in received)
+    assert "Exception in ASGI application" not in (tmp_path / "gateway-0.log").read_text()
