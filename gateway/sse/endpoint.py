@@ -80,9 +80,6 @@ class ChangeStreamResponse(Response):
         self._stream = subscription.reader.stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The task to cancel if a write to a slow client is stuck: this one, which need not be the task
-        # that registered (a multiplexed stream registers every model first, then runs each as a task).
-        self._subscription.subscriber.task = asyncio.current_task()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS[self._fmt]})
             opening = preamble(self._fmt, self._retry_ms) + self._prelude

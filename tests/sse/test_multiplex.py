@@ -263,12 +263,15 @@ async def test_a_stalled_multiplexed_client_is_cut_off_and_the_others_get_everyt
     stalled_socket: Callable[[int, str], socket.socket],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """A multiplexed client that never reads meets its models' own slow-consumer bound and is dropped
-    cleanly (no error logged), while clients that read get every change."""
-    (gateway,) = cluster(1, subscriber_max_bytes=262144, models=write_models(tmp_path / "models"))
+    """A multiplexed client that never reads stalls past its models' own bound, is cut off cleanly (no
+    error logged) once its socket has accepted nothing for the write timeout, while clients that read get
+    every change."""
+    (gateway,) = cluster(
+        1, subscriber_max_bytes=262144, write_timeout=2, models=write_models(tmp_path / "models")
+    )
     path = "/api/change-stream?models=Todo,Color"
     stalled_socket(gateway.port, path)
-    cut_off = 'gateway_slow_subscriber_cutoffs_total{model="Todo"} 1.0'
+    cut_off = 'gateway_slow_subscriber_cutoffs_total{model="Todo",reason="write-timeout"} 1.0'
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
         ready = asyncio.Semaphore(0)
         received: list[list[str]] = []
