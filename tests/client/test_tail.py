@@ -44,6 +44,13 @@ def tail_env(broker_url: str, prefix: str, **extra: str) -> dict[str, str]:
     }
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT at its default, as in a terminal's foreground process. A runner
+    started in the background by a non-interactive shell (`make test &`, some CI) ignores SIGINT, the tail
+    inherited that, and the test's Ctrl-C never reached it: the hang seen on busy boxes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -55,13 +62,13 @@ async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Proc
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
 
 
 PROCESS_DEADLINE = 90.0
-"""Seconds a tail process gets to start, print or exit: generous, so that only a real hang fails. (On a busy
-box `gateway tail --url` once did not exit within 90 s of its SIGINT either; not reproduced in isolation,
-so `finish` now aborts a hung tail with its stacks printed.)"""
+"""Seconds a tail process gets to start, print or exit: generous, so that only a real hang fails; `finish`
+aborts a hung tail with its stacks printed."""
 
 
 async def finish(process: asyncio.subprocess.Process, within: float = PROCESS_DEADLINE) -> Finished:
