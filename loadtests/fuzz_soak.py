@@ -36,7 +36,7 @@ def soak_round(args: argparse.Namespace, seed: int, auth: bool, directory: Path)
     started = time.monotonic()
     with GatewayProcess(env, log_path=directory / "gateway.log") as gateway:
         command = st_command(gateway.url, seed=seed, examples=args.examples, report=report, auth=auth)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=directory)
     summary = [
         line for line in result.stdout.splitlines() if "generated" in line or "failure" in line.lower()
     ]

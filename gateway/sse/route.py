@@ -28,6 +28,7 @@ from gateway.filters import compile_predicate, parse_fields, parse_where
 from gateway.models.definition import ModelDef
 from gateway.ops.metrics import Metrics
 from gateway.rest.errors import CLIENT_ERRORS, LoopBackError, as_loopback_error, error_response, server_error
+from gateway.rest.openapi import FILTER_SCHEMA, json_parameter
 from gateway.security import StreamAccess
 from gateway.security.limits import Release
 from gateway.sse.endpoint import ChangeStreamResponse
@@ -45,6 +46,7 @@ DESCRIPTION = (
     '(`{"where": ..., "fields": ...}`).'
 )
 
+OPTIONS_KEYS = ("where", "fields")
 SSE_EVENT = {
     "type": "object",
     "description": "One event: `data` (a change object as JSON), `reset`, or an `id`-only bookmark",
@@ -219,13 +221,12 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
     """The change-stream routes' OpenAPI entries (they are not FastAPI routes, so FastAPI cannot list
     them)."""
     parameters = [
-        {
-            "name": "options",
-            "in": "query",
-            "required": False,
-            "description": 'JSON such as {"where": {"done": false}, "fields": ["id", "title"]}',
-            "schema": {"type": "string"},
-        },
+        json_parameter(
+            "options",
+            'JSON such as {"where": {"done": false}, "fields": ["id", "title"]}',
+            {"type": "object", "properties": {k: FILTER_SCHEMA["properties"][k] for k in OPTIONS_KEYS}},
+            required=False,
+        ),
         {
             "name": "_format",
             "in": "query",

@@ -39,8 +39,16 @@ def tail_env(broker_url: str, prefix: str, **extra: str) -> dict[str, str]:
         "GATEWAY_BROKER_URL": broker_url,
         "GATEWAY_REDIS_PREFIX": prefix,
         "GATEWAY_MODELS": str(EXAMPLE_MODELS),
+        "PYTHONFAULTHANDLER": "1",  # a tail that hangs shows its threads' stacks when `finish` aborts it
         **extra,
     }
+
+
+def _interruptible() -> None:
+    """In the child before exec: SIGINT at its default, as in a terminal's foreground process. A runner
+    started in the background by a non-interactive shell (`make test &`, some CI) ignores SIGINT, the tail
+    inherited that, and the test's Ctrl-C never reached it: the hang seen on busy boxes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
@@ -54,21 +62,22 @@ async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Proc
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_interruptible,
     )
 
 
 PROCESS_DEADLINE = 90.0
-"""Seconds a tail process gets to start, print or exit: generous, because a fresh clone's `make test` on a
-busy 2-core box once took more than 30 s for one of them (they only fail when something truly hangs)."""
+"""Seconds a tail process gets to start, print or exit: generous, so that only a real hang fails; `finish`
+aborts a hung tail with its stacks printed."""
 
 
 async def finish(process: asyncio.subprocess.Process, within: float = PROCESS_DEADLINE) -> Finished:
     try:
         out, err = await asyncio.wait_for(process.communicate(), within)
     except TimeoutError:
-        process.kill()
+        process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack to stderr
         out, err = await process.communicate()
-        raise AssertionError(f"tail did not finish within {within} s: {out!r} {err!r}") from None
+        raise AssertionError(f"tail did not finish within {within} s: {out!r} {err.decode()}") from None
     assert process.returncode is not None
     return Finished(process.returncode, out, err.decode())
 

@@ -53,6 +53,7 @@ async def test_schemathesis_finds_nothing(
             *st_command(gateway.url, seed=SEED, examples=EXAMPLES, report=report, auth=auth),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # schemathesis keeps its example database in the working directory
         )
         output, _ = await process.communicate()
     finally:

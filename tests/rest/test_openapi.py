@@ -48,6 +48,8 @@ async def test_filter_and_where_are_json_and_where_is_required_where_the_route_n
         found: dict[str, Any] = next(p for p in paths[path][method]["parameters"] if p["name"] == name)
         return found
 
+    options = parameter("/api/Todos/change-stream", "get", "options")
+    assert set(options["content"]["application/json"]["schema"]["properties"]) == {"where", "fields"}
     find = parameter("/api/Todos", "get", "filter")
     assert find["content"]["application/json"]["schema"]["properties"]["limit"]["type"] == "integer"
     assert parameter("/api/Todos/count", "get", "where")["required"] is False
