@@ -23,10 +23,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from gateway import sqlite_driver
 from gateway.regex import sqlite_regexp
 
 MIGRATION_LOCK_KEY = 0x6761_7465_7761_79  # "gateway" as a PostgreSQL advisory lock key
@@ -40,6 +41,12 @@ _WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKe
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`, with the per-dialect settings the gateway relies on."""
     if url.startswith("sqlite"):
+        parsed = make_url(url)
+        if not parsed.query:  # plain file or memory: one hop per statement (see gateway/sqlite_driver.py)
+            kwargs.setdefault(
+                "async_creator", sqlite_driver.connector(parsed.database or ":memory:", timeout=30)
+            )
+        kwargs.setdefault("pool_reset_on_return", None)  # `_on_reset` below rolls back only what is open
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         _WRITER_QUEUES[engine.sync_engine] = asyncio.Lock()
@@ -68,6 +75,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.create_function(SQLITE_LOWER, 1, _unicode_lower, deterministic=True)
         # In place of SQLAlchemy's (Python's backtracking `re`): see gateway/regex.py.
         dbapi_connection.create_function("regexp", 2, sqlite_regexp, deterministic=True)
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, _record: ConnectionPoolEntry, state: PoolResetState) -> None:
+        # A connection back in the pool after its commit has nothing to roll back: asking SQLite anyway
+        # was one more trip to the driver's thread per write.
+        if not state.terminate_only and dbapi_connection.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
