@@ -203,10 +203,11 @@ def measure(
 
 ROWS = (
     ("server CPU per delivery, µs", "cpuPerDeliveryUs", "{:.1f}"),
-    ("server CPU per POST, ms", "cpuPerPostMs", "{:.2f}"),
+    ("server CPU / POSTs (fan-out included), ms", "cpuPerPostMs", "{:.2f}"),
     ("p50 commit→reader, ms", ("latencyMs", "p50"), "{:.1f}"),
     ("p99 commit→reader, ms", ("latencyMs", "p99"), "{:.1f}"),
     ("POST p50, ms", ("postMs", "p50"), "{:.2f}"),
+    ("POST p99, ms", ("postMs", "p99"), "{:.2f}"),
     ("deliveries/s", "deliveriesPerSecond", "{:,.0f}"),
     ("RSS per open stream, KB", "rssPerStreamKb", "{:.1f}"),
     ("deliveries received / expected", "received", "{:.4f}"),
