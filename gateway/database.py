@@ -4,6 +4,11 @@ SQLite (the default) and PostgreSQL behave differently in ways the gateway depen
 settled here, once:
 - SQLite takes its write lock at `BEGIN IMMEDIATE`, so a write transaction never fails halfway when it tries
   to upgrade a read lock; reads stay deferred and run beside the writer thanks to WAL.
+- SQLite has one write lock, and a writer that finds it taken sleeps in SQLite's busy handler (1 to 100 ms
+  at a time) rather than being told when it is free: two concurrent writers had a p99 of 141-1,845 ms. So the
+  writers of one process queue for it in the process first (`writer_turn`, FIFO, each woken when the one
+  before commits) and only one of them at a time holds a connection in a write transaction; the busy
+  timeout remains for writers in other processes.
 - `LIKE` is case sensitive on both (as in PostgreSQL), so SQL and the Python predicate agree.
 - SQLite's `lower()` folds only ASCII; `gateway_lower()` folds like Python (and PostgreSQL), for `ilike`.
 - Creating tables takes a PostgreSQL advisory lock, so workers starting together do not race.
@@ -11,28 +16,40 @@ settled here, once:
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from gateway import sqlite_driver
 from gateway.regex import sqlite_regexp
 
 MIGRATION_LOCK_KEY = 0x6761_7465_7761_79  # "gateway" as a PostgreSQL advisory lock key
 _WRITE_OPTION = "gateway_write"
 SQLITE_LOWER = "gateway_lower"
 """A Unicode `lower()` for SQLite, registered on every connection (see `gateway.filters.sql`)."""
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+"""Each SQLite engine's queue of writers (`writer_turn`); keyed by engine, so engines never share one."""
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`, with the per-dialect settings the gateway relies on."""
     if url.startswith("sqlite"):
+        parsed = make_url(url)
+        if not parsed.query:  # plain file or memory: one hop per statement (see gateway/sqlite_driver.py)
+            kwargs.setdefault(
+                "async_creator", sqlite_driver.connector(parsed.database or ":memory:", timeout=30)
+            )
+        kwargs.setdefault("pool_reset_on_return", None)  # `_on_reset` below rolls back only what is open
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
+        _WRITER_QUEUES[engine.sync_engine] = asyncio.Lock()
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
 
@@ -59,6 +76,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # In place of SQLAlchemy's (Python's backtracking `re`): see gateway/regex.py.
         dbapi_connection.create_function("regexp", 2, sqlite_regexp, deterministic=True)
 
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, _record: ConnectionPoolEntry, state: PoolResetState) -> None:
+        # A connection back in the pool after its commit has nothing to roll back: asking SQLite anyway
+        # was one more trip to the driver's thread per write.
+        if not state.terminate_only and dbapi_connection.driver_connection.in_transaction:
+            dbapi_connection.rollback()
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
@@ -70,9 +94,21 @@ def _unicode_lower(value: Any) -> Any:
 
 
 @asynccontextmanager
+async def writer_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """This process's turn to write to `engine`'s database: on SQLite, after every writer queued before it
+    here has finished (FIFO); on PostgreSQL at once (its row locks let writers run side by side)."""
+    queue = _WRITER_QUEUES.get(engine.sync_engine)
+    if queue is None:
+        yield
+        return
+    async with queue:
+        yield
+
+
+@asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that will write: committed on success, rolled back on any exception."""
-    async with engine.connect() as connection:
+    async with writer_turn(engine), engine.connect() as connection:
         connection = await connection.execution_options(**{_WRITE_OPTION: True})
         async with connection.begin():
             yield connection

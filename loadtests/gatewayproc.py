@@ -44,6 +44,7 @@ class GatewayConfig:
     models: Path = DEFAULT_MODELS
     extra_env: dict[str, str] | None = None
     source: Path | None = None  # run the `gateway` package found here (an A/B baseline copy)
+    redis_url: str = REDIS_URL  # another Redis (peers_bench starts its own, to read its CPU alone)
 
 
 @dataclass
@@ -75,10 +76,10 @@ def _postgres(sql: str) -> None:
     asyncio.run(run())
 
 
-def _delete_redis_keys(prefix: str) -> None:
+def _delete_redis_keys(prefix: str, url: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
         for start in range(0, len(keys), 500):
@@ -120,7 +121,7 @@ def gateway(config: GatewayConfig, *, keep_log: bool = False) -> Iterator[Runnin
         env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
     prefix = f"gwbench-{tag}"
     if config.broker == "redis":
-        env["GATEWAY_BROKER_URL"] = REDIS_URL
+        env["GATEWAY_BROKER_URL"] = config.redis_url
         env["GATEWAY_REDIS_PREFIX"] = prefix
     else:
         env["GATEWAY_BROKER_URL"] = "memory://"
@@ -168,7 +169,7 @@ def gateway(config: GatewayConfig, *, keep_log: bool = False) -> Iterator[Runnin
                 process.kill()
                 process.wait()
         if config.broker == "redis":
-            _delete_redis_keys(prefix)
+            _delete_redis_keys(prefix, config.redis_url)
         if config.database == "postgres":
             _postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         if keep_log:

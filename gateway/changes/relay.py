@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.broker.base import Broker, BrokerError, Lease, LeaseLost
 from gateway.changes.outbox import backlog, delete_published, mark_published, pending
-from gateway.database import is_sqlite, read_transaction, write_transaction
+from gateway.database import is_sqlite, read_transaction, write_transaction, writer_turn
 from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.relay")
@@ -189,7 +189,7 @@ class Relay:
                 self._metrics.publish_errors.labels(stream).inc()
                 raise
             self._unsure.add(stream)
-            async with self._connection.statement() as connection:
+            async with writer_turn(self._engine), self._connection.statement() as connection:
                 await mark_published(connection, self._outbox, [r.outbox_id for r in records])
             self._unsure.discard(stream)
             now = time.time()
@@ -203,7 +203,7 @@ class Relay:
     async def _reconcile(self, stream: str) -> None:
         """Mark as published whatever of the outbox is already at the stream's tail."""
         entries = await self._broker.tail(stream, 2 * self._settings.batch)
-        async with self._connection.statement() as connection:
+        async with writer_turn(self._engine), self._connection.statement() as connection:
             await mark_published(connection, self._outbox, [entry.outbox_id for entry in entries])
         self._unsure.discard(stream)
 

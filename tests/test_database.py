@@ -1,0 +1,90 @@
+"""SQLite's writers queue in the process: one write transaction at a time holds a connection, the others wait
+their turn in FIFO order (woken, never sleeping in SQLite's busy handler), and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from gateway.database import create_engine, write_transaction, writer_turn
+from tests.conftest import DatabaseFactory
+
+WRITERS = 8
+
+
+@pytest.fixture
+async def sqlite_engine(sqlite_database: DatabaseFactory) -> AsyncIterator[AsyncEngine]:
+    """A SQLite engine whose connections give up at once on a taken write lock (busy timeout 0), so a writer
+    that reached SQLite's lock instead of the process's queue fails instead of sleeping."""
+    engine = create_engine(await sqlite_database())
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE log (writer INTEGER NOT NULL)"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_sqlite_writers_take_turns_without_the_busy_handler(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    holding: list[int] = []
+
+    async def write(writer: int) -> None:
+        async with write_transaction(sqlite_engine) as connection:
+            holding.append(sqlite_engine.sync_engine.pool.checkedout())  # type: ignore[attr-defined]
+            await connection.execute(text("INSERT INTO log (writer) VALUES (:w)"), {"w": writer})
+            await asyncio.sleep(0.01)  # hold the lock across a yield, so the others are really waiting
+
+    await asyncio.gather(*(write(w) for w in range(WRITERS)))
+
+    async with sqlite_engine.connect() as connection:
+        order = [row[0] for row in await connection.execute(text("SELECT writer FROM log ORDER BY rowid"))]
+    assert order == list(range(WRITERS))  # every write landed, in the order the writers queued
+    assert holding == [1] * WRITERS  # the waiting writers held no connection (none waited in SQLite)
+
+
+async def test_a_writer_turn_outside_a_transaction_queues_with_the_transactions(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """The relay marks published rows in a statement of its own: it queues with the writers, too."""
+    events: list[str] = []
+
+    async def transaction() -> None:
+        async with write_transaction(sqlite_engine) as connection:
+            await connection.execute(text("INSERT INTO log (writer) VALUES (1)"))
+            await asyncio.sleep(0.02)
+            events.append("transaction")
+
+    async def statement() -> None:
+        async with writer_turn(sqlite_engine), sqlite_engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            await driver.execute_fetchall("INSERT INTO log (writer) VALUES (2)")  # autocommits
+            events.append("statement")
+
+    first = asyncio.create_task(transaction())
+    await asyncio.sleep(0)
+    await asyncio.gather(first, statement())
+    assert events == ["transaction", "statement"]
+
+
+async def test_postgresql_writers_do_not_queue(postgres_database: DatabaseFactory) -> None:
+    engine = create_engine(await postgres_database())
+    try:
+        async with writer_turn(engine), writer_turn(engine):  # no queue: the second turn is granted at once
+            pass
+    finally:
+        await engine.dispose()
