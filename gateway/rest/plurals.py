@@ -26,7 +26,9 @@ class PluralCaseMiddleware:
                 segment, slash, rest = path[len(self.prefix) :].partition("/")
                 plural = self.plurals.get(segment.lower())
                 if plural is not None and plural != segment:
-                    scope = {**scope, "path": f"{self.prefix}{plural}{slash}{rest}"}
+                    # In place, not a copy: a stream tells the request log outside this middleware how
+                    # it ended through the scope (`CLIENT_LEFT`), and the log then names the route too.
+                    scope["path"] = f"{self.prefix}{plural}{slash}{rest}"
                     raw = scope.get("raw_path")
                     written = f"{self.prefix}{segment}".encode()
                     if isinstance(raw, bytes) and raw.startswith(written):

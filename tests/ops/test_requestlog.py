@@ -20,6 +20,7 @@ from gateway.ops.requestlog import (
     redact_query,
     request_id_of,
 )
+from gateway.rest.plurals import PluralCaseMiddleware
 from tests.ops.conftest import GatewayFactory
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -169,6 +170,26 @@ async def test_a_stream_logs_open_and_close_with_its_reason(
     assert closed["request_id"] == opened["request_id"]
     assert isinstance(closed["duration_s"], float)
     assert records(caplog, "request") == []
+
+
+async def test_a_stream_at_a_plural_in_another_case_still_tells_the_log_its_client_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The plural-case rewrite sits between the log and the stream: what the stream tells the log through
+    the scope must cross it (it once copied the scope, and every such stream was logged as ended by us)."""
+    caplog.set_level(logging.INFO, ACCESS_LOGGER)
+    seen: list[str] = []
+    stream = stream_app(wait_for_disconnect=True)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        await stream(scope, receive, send)
+
+    plurals = PluralCaseMiddleware(app, ["Todos"], rest_root="/api")
+    await run(plurals, http_scope("/api/todos/change-stream"), incoming=[{"type": "http.disconnect"}])
+    assert seen == ["/api/Todos/change-stream"]
+    (closed,) = records(caplog, "stream close")
+    assert closed["reason"] == "client"
 
 
 async def test_a_cut_off_stream_is_logged_as_slow_and_the_error_propagates(
