@@ -32,7 +32,7 @@ from gateway.models.loader import load_registry
 from gateway.models.tables import ModelTables, build_tables
 from gateway.ops.drain import Drain
 from gateway.ops.health import health_router
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import Metrics, PrometheusMetrics
 from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
@@ -110,7 +110,7 @@ def build_gateway(settings: Settings) -> Gateway:
         stream_maxlen=settings.stream_maxlen,
         pool=PoolLimits(settings.redis_max_connections, settings.redis_pool_timeout),
     )
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     relay = Relay(
         engine=engine,
         outbox=outbox,

@@ -1,15 +1,16 @@
 """sse-starlette's EventSourceResponse against our raw ASGI responder, on the same broadcaster.
 
 The smallest fair comparison: one tiny FastAPI app whose `POST /api/Todos` encodes one change frame (once)
-and hands it to every open stream through the gateway's own `Subscriber` (bounded buffer, coalesced take),
-the way the hub's stream reader does. Only the response machinery differs between the modes:
+and hands it to every open stream through the gateway's own `DeliveryQueue` (bounded, coalesced take), the
+way the hub's stream reader does, each queue waking its stream's task per batch. Only the response machinery
+differs between the modes:
 
-- `raw`: the gateway's pattern (gateway/sse/endpoint.py): a raw ASGI responder; the broadcaster starts each
-  connection's `send` itself (`Subscriber.flush`), the connection task only finishes writes that block.
-- `raw-task`: the gateway's previous pattern: a raw ASGI responder whose own task is woken per batch and
-  awaits `send` (kept to show what the direct write buys).
-- `sse-starlette`: `EventSourceResponse` over an async generator that waits on the same subscriber and
-  yields the same pre-encoded bytes (sse-starlette passes bytes through untouched).
+- `raw-task`: a raw ASGI responder whose own task is woken per batch and awaits `send`;
+- `sse-starlette`: `EventSourceResponse` over an async generator that waits on the same queue and yields the
+  same pre-encoded bytes (sse-starlette passes bytes through untouched).
+
+The gateway's own live path (writes started from the stream reader's task, `gateway/sse/connection.py`)
+is measured against the gateway itself by loadtests/fanout_bench.py.
 
 Each mode runs as its own uvicorn process (uvloop, httptools, 1 worker) and is measured by the same harness
 (loadtests/fanout_bench.py) with the same subscribers and rate; the modes alternate over several rounds:
@@ -26,7 +27,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import orjson
 import uvicorn
@@ -35,11 +36,11 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.fanout.subscriber import State, Subscriber
+from gateway.fanout.queue import DeliveryQueue, State
 from loadtests import fanout_bench
 from loadtests.gatewayproc import free_port, wait_ready
 
-MODES = ("raw", "raw-task", "sse-starlette")
+MODES = ("raw-task", "sse-starlette")
 HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -48,11 +49,34 @@ HEADERS = [
 MAX_EVENTS, MAX_BYTES = 1000, 1_048_576
 
 
-class Broadcaster:
-    """Stands in for the hub's stream reader: one encoding per event, pushed to every subscriber."""
+class Waking:
+    """A queue's outlet that wakes one waiting task (the stream's) per batch, stall or close."""
 
     def __init__(self) -> None:
-        self.subscribers: dict[Subscriber, None] = {}
+        self.ready = asyncio.Event()
+
+    def flush(self) -> None:
+        self.ready.set()
+
+    def wake(self) -> None:
+        self.ready.set()
+
+    def stalled(self) -> None:
+        self.ready.set()
+
+    def tick(self, now: float) -> None:
+        return None
+
+    async def wait(self) -> None:
+        await self.ready.wait()
+        self.ready.clear()
+
+
+class Broadcaster:
+    """Stands in for the hub's stream reader: one encoding per event, pushed to every queue."""
+
+    def __init__(self) -> None:
+        self.queues: dict[DeliveryQueue, Waking] = {}
         self.next_id = 0
 
     def publish(self, title: str) -> int:
@@ -61,56 +85,50 @@ class Broadcaster:
         change = orjson.dumps({"target": ident, "data": {"title": title, "id": ident}, "type": "create"})
         offset = f"{ident}-0"
         frame = b"id: " + offset.encode() + b"\nevent: data\ndata: " + change + b"\n\n"
-        for subscriber in self.subscribers:
-            subscriber.push(frame, offset)
-        now = asyncio.get_running_loop().time()
-        for subscriber in self.subscribers:
-            if subscriber.buffer:
-                subscriber.flush(now)  # a no-op unless mode raw handed the subscriber its send
+        for queue in self.queues:
+            queue.push(frame, offset)
+        for queue, outlet in self.queues.items():
+            if queue.buffer:
+                outlet.flush()
         return ident
 
-    def subscribe(self) -> Subscriber:
-        subscriber = Subscriber(max_events=MAX_EVENTS, max_bytes=MAX_BYTES, replaying=False)
-        self.subscribers[subscriber] = None
-        return subscriber
+    def subscribe(self) -> tuple[DeliveryQueue, Waking]:
+        queue = DeliveryQueue(
+            max_events=MAX_EVENTS, max_bytes=MAX_BYTES, replaying=False, epoch="", offset=""
+        )
+        outlet = Waking()
+        queue.outlet = outlet
+        self.queues[queue] = outlet
+        return queue, outlet
 
 
 class RawStream(Response):
-    """The gateway's raw responder, reduced to the live phase (no replay): headers and `:ok` at once, a
-    disconnect watcher, then either direct writes by the broadcaster or a woken task per batch."""
+    """A raw responder reduced to the live phase (no replay): headers and `:ok` at once, a disconnect
+    watcher, then a woken task per batch."""
 
-    def __init__(self, broadcaster: Broadcaster, *, direct: bool) -> None:
+    def __init__(self, broadcaster: Broadcaster) -> None:
         self.status_code = 200
         self.background = None
         self._broadcaster = broadcaster
-        self._direct = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        subscriber = self._broadcaster.subscribe()
+        queue, outlet = self._broadcaster.subscribe()
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-        watcher.add_done_callback(lambda _: subscriber.close("disconnect"))
+        watcher.add_done_callback(lambda _: queue.close("disconnect"))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             await send({"type": "http.response.body", "body": b"retry: 3000\n:ok\n\n", "more_body": True})
-            if self._direct:
-
-                def send_body(data: bytes) -> Awaitable[None]:
-                    return send({"type": "http.response.body", "body": data, "more_body": True})
-
-                subscriber.send_body = send_body  # type: ignore[attr-defined]
             while True:
-                await subscriber.wait()
-                if subscriber.state is State.CLOSED:
+                await outlet.wait()
+                if queue.state is State.CLOSED:
                     break
-                if getattr(subscriber, "blocked", None) is not None:
-                    await subscriber.finish_blocked()  # type: ignore[attr-defined]
-                else:
-                    subscriber.sending = True
-                    await send({"type": "http.response.body", "body": subscriber.take(), "more_body": True})
-                    subscriber.sending = False
+                if queue.buffer:
+                    queue.writing = True
+                    await send({"type": "http.response.body", "body": queue.take(), "more_body": True})
+                    queue.writing = False
         finally:
             watcher.cancel()
-            self._broadcaster.subscribers.pop(subscriber, None)
+            self._broadcaster.queues.pop(queue, None)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -136,7 +154,7 @@ def build_app(mode: str) -> FastAPI:
     async def stream() -> Response:
         if mode == "sse-starlette":
             return EventSourceResponse(_frames(broadcaster), ping=15)
-        return RawStream(broadcaster, direct=mode == "raw")
+        return RawStream(broadcaster)
 
     @app.get("/readyz")
     async def ready() -> dict[str, str]:
@@ -146,16 +164,17 @@ def build_app(mode: str) -> FastAPI:
 
 
 async def _frames(broadcaster: Broadcaster) -> AsyncIterator[bytes]:
-    subscriber = broadcaster.subscribe()
+    queue, outlet = broadcaster.subscribe()
     try:
         yield b"retry: 3000\n:ok\n\n"
         while True:
-            await subscriber.wait()
-            if subscriber.state is State.CLOSED:
+            await outlet.wait()
+            if queue.state is State.CLOSED:
                 return
-            yield subscriber.take()
+            if queue.buffer:
+                yield queue.take()
     finally:
-        broadcaster.subscribers.pop(subscriber, None)
+        broadcaster.queues.pop(queue, None)
 
 
 def serve(mode: str, port: int) -> None:

@@ -57,7 +57,7 @@ from gateway.models.loader import load_registry
 from gateway.models.rows import to_json_row
 from gateway.models.tables import build_tables
 from gateway.models.validation import build_values
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import PrometheusMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models"
@@ -112,7 +112,7 @@ class Bench:
             broker=self.broker,
             streams=[STREAM],
             settings=RelaySettings(maintenance_interval=3600.0),
-            metrics=Metrics(),
+            metrics=PrometheusMetrics(),
         )
         self.relay.start()
         deadline = time.monotonic() + 15

@@ -155,7 +155,7 @@ class Relay:
             except BrokerError:
                 log.warning("could not release the relay lease of %s; it will expire", lease.stream)
         self._leases.clear()
-        self._metrics.relay_leases.set(0)
+        self._metrics.relay_leases(0)
 
     async def committed(self, stream: str) -> None:
         """Called after a write committed changes to `stream`'s outbox. Never waits for the broker: the
@@ -186,16 +186,13 @@ class Relay:
                 return published
             except BrokerError:
                 self._unsure.add(stream)
-                self._metrics.publish_errors.labels(stream).inc()
+                self._metrics.publish_failed(stream)
                 raise
             self._unsure.add(stream)
             async with writer_turn(self._engine), self._connection.statement() as connection:
                 await mark_published(connection, self._outbox, [r.outbox_id for r in records])
             self._unsure.discard(stream)
-            now = time.time()
-            for record in records:
-                self._metrics.publish_latency.observe(max(0.0, now - record.committed_at))
-            self._metrics.published.labels(stream).inc(len(records))
+            self._metrics.published(stream, [r.committed_at for r in records], time.time())
             published += len(records)
             if len(records) < self._settings.batch:
                 return published
@@ -209,7 +206,7 @@ class Relay:
 
     def _drop_lease(self, stream: str) -> None:
         self._leases.pop(stream, None)
-        self._metrics.relay_leases.set(len(self._leases))
+        self._metrics.relay_leases(len(self._leases))
 
     async def _lease_loop(self) -> None:
         ttl = self._settings.lease_ttl
@@ -234,7 +231,7 @@ class Relay:
         if acquired is not None:
             self._leases[stream] = acquired
             self._unsure.add(stream)  # the previous holder may have appended without marking
-            self._metrics.relay_leases.set(len(self._leases))
+            self._metrics.relay_leases(len(self._leases))
             self._wakeup.set()
 
     async def _publish_loop(self) -> None:
@@ -292,7 +289,7 @@ class Relay:
         while True:
             try:
                 async with read_transaction(self._engine) as connection:
-                    self._metrics.outbox_backlog.set(await backlog(connection, self._outbox))
+                    self._metrics.outbox_backlog(await backlog(connection, self._outbox))
                 if settings.outbox_retention >= 0:
                     async with write_transaction(self._engine) as connection:
                         await delete_published(

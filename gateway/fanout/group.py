@@ -15,7 +15,7 @@ import orjson
 from gateway.broker.base import Entry
 from gateway.broker.continuity import format_position
 from gateway.fanout.framing import Framing
-from gateway.fanout.subscriber import Subscriber
+from gateway.fanout.queue import DeliveryQueue
 from gateway.fanout.view import Predicate, filtered_change
 
 GroupKey = tuple[Framing, str, str]
@@ -48,7 +48,7 @@ class DecodedEntry:
 class Group:
     """Subscribers of one stream with the same format and options."""
 
-    __slots__ = ("fields", "filtered", "fmt", "id_name", "key", "predicate", "subscribers")
+    __slots__ = ("_bookmark", "fields", "filtered", "fmt", "id_name", "key", "predicate", "queues")
 
     def __init__(
         self,
@@ -64,7 +64,8 @@ class Group:
         self.predicate = predicate
         self.fields = fields
         self.filtered = predicate is not None or fields is not None
-        self.subscribers: dict[Subscriber, None] = {}
+        self.queues: dict[DeliveryQueue, None] = {}
+        self._bookmark = (b"", b"")  # (position, frame): the latest bookmark, built once per tick at most
 
     def frame(self, entry: DecodedEntry) -> bytes | None:
         """This group's frame for `entry`, or None when the change is not for it."""
@@ -80,3 +81,9 @@ class Group:
         if change is None:
             return None
         return self.fmt.data(entry.position, orjson.dumps(change))
+
+    def bookmark(self, position: bytes) -> bytes:
+        """The bookmark frame of `position`, shared by every connection of the group that needs one."""
+        if self._bookmark[0] != position:
+            self._bookmark = (position, self.fmt.bookmark(position))
+        return self._bookmark[1]

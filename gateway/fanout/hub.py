@@ -1,31 +1,28 @@
-"""The per-worker hub: owns the stream readers, registers subscribers, keeps idle streams alive.
+"""The per-worker hub: owns the stream readers, registers connections' queues, ticks the shared clock.
 
-Registration is synchronous with respect to the readers (one event loop), so the offset a subscriber
-registers at is exactly where its live delivery starts; a resuming subscriber replays up to there from the
-broker and `Subscriber.go_live` drops the overlap. One ticker task serves every connection's heartbeat and
-bookmark, instead of a timer per connection.
+Registration is synchronous with respect to the readers (one event loop), so the offset a queue registers
+at is exactly where its live delivery starts; a resuming connection replays up to there from the broker and
+`DeliveryQueue.go_live` drops the overlap. One ticker task moves the worker's coarse clock and visits every
+connection (`Outlet.tick`), which decides its own heartbeat, bookmark and expiry: no timer per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.broker.base import Broker
-from gateway.broker.continuity import format_position, offset_key
+from gateway.broker.continuity import format_position
+from gateway.fanout.clock import CoarseClock
 from gateway.fanout.group import Group, GroupKey
+from gateway.fanout.queue import DeliveryQueue
 from gateway.fanout.reader import StreamReader
-from gateway.fanout.subscriber import State, Subscriber
 from gateway.fanout.view import Predicate
 from gateway.models.definition import ModelDef
 from gateway.ops.metrics import Metrics
-
-EXPIRED = {"reason": "token-expired"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +33,24 @@ class HubSettings:
     bookmark_interval: float = 5.0
     write_timeout: float = 30.0  # a socket that accepts nothing this long is cut off
 
+    @property
+    def tick(self) -> float:
+        """How often the clock moves: fine enough for the shortest interval it serves."""
+        return min(1.0, self.heartbeat / 2, self.bookmark_interval / 2)
+
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A registered subscriber and where it was registered."""
+    """A registered queue, where it was registered, and what its connection needs of the hub."""
 
-    subscriber: Subscriber
+    queue: DeliveryQueue
     reader: StreamReader
     group: Group
     start_offset: str  # live delivery starts after this offset
     epoch: str
+    clock: CoarseClock
+    settings: HubSettings
+    expires_at: float | None  # loop time at which the credentials expire
 
     @property
     def start_position(self) -> str:
@@ -59,14 +64,11 @@ class Hub:
         self._metrics = metrics
         self._readers: dict[str, StreamReader] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.clock = CoarseClock(0.0)
         self.count = 0
-        # Streams whose credentials expire: (loop time, tie-breaker, subscriber, frame to send first or None
-        # to close). A heap, so the ticker's cost is nil until one is due; entries of streams that ended
-        # earlier are skipped when they come up.
-        self._expiries: list[tuple[float, int, Subscriber, bytes | None]] = []
-        self._sequence = itertools.count()
 
     def start(self) -> None:
+        self.clock.now = asyncio.get_running_loop().time()
         self._ticker = asyncio.create_task(self._tick(), name="hub-ticker")
 
     async def aclose(self) -> None:
@@ -75,8 +77,8 @@ class Hub:
             await asyncio.gather(self._ticker, return_exceptions=True)
         for reader in list(self._readers.values()):
             for group in reader.groups.values():
-                for subscriber in group.subscribers:
-                    subscriber.close("shutdown")
+                for queue in group.queues:
+                    queue.close("shutdown")
             await reader.aclose()
         self._readers.clear()
 
@@ -98,39 +100,35 @@ class Hub:
         replaying: bool,
         expires_at: float | None = None,
     ) -> Subscription:
-        """Register the current task's connection; raises BrokerError if the stream cannot be read.
+        """Register a connection's queue; raises BrokerError if the stream cannot be read.
 
-        With `expires_at` (Unix time: the credentials' expiry), the stream is ended then, after an
-        `event: error` frame with `{"reason": "token-expired"}`."""
+        With `expires_at` (Unix time: the credentials' expiry), the connection ends the stream then, after
+        an `event: error` frame with `{"reason": "token-expired"}`."""
         reader = await self._reader(model)
         group = reader.group(key, predicate_factory, fields)
-        subscriber = Subscriber(
+        queue = DeliveryQueue(
             max_events=self._settings.max_events,
             max_bytes=self._settings.max_bytes,
             replaying=replaying,
-            on_stall=reader.count_stall,
+            epoch=reader.epoch,
+            offset=reader.cursor,
         )
-        subscriber.sent(reader.cursor)
-        subscriber.epoch = subscriber.delivered_epoch = reader.epoch
-        subscriber.last_write = asyncio.get_running_loop().time()
-        group.subscribers[subscriber] = None
-        if expires_at is not None:
-            due = asyncio.get_running_loop().time() + (expires_at - time.time())
-            frame = key[0].control("error", None, EXPIRED)
-            heapq.heappush(self._expiries, (due, next(self._sequence), subscriber, frame))
+        group.queues[queue] = None
+        loop_now = asyncio.get_running_loop().time()
+        self.clock.now = max(self.clock.now, loop_now)
+        due = None if expires_at is None else loop_now + (expires_at - time.time())
         self.count += 1
-        self._metrics.connections.labels(model.stream).inc()
-        self._metrics.connections_opened.labels(model.stream).inc()
-        return Subscription(subscriber, reader, group, reader.cursor, reader.epoch)
+        self._metrics.stream_opened(model.stream)
+        return Subscription(
+            queue, reader, group, reader.cursor, reader.epoch, self.clock, self._settings, due
+        )
 
     async def unsubscribe(self, subscription: Subscription) -> None:
-        subscriber, reader = subscription.subscriber, subscription.reader
-        if subscriber.close_reason == "write-timeout":
-            self._metrics.slow_cutoffs.labels(reader.stream, "write-timeout").inc()
-        subscriber.close("gone")
-        reader.remove(subscription.group, subscriber)
+        queue, reader = subscription.queue, subscription.reader
+        queue.close("gone")
+        reader.remove(subscription.group, queue)
         self.count -= 1
-        self._metrics.connections.labels(reader.stream).dec()
+        self._metrics.stream_closed(reader.stream)
         if reader.empty and self._readers.get(reader.stream) is reader:
             del self._readers[reader.stream]
             await reader.aclose()
@@ -157,60 +155,23 @@ class Hub:
                 raise
             return reader
 
-    def subscribers(self) -> list[Subscriber]:
-        return [s for r in self._readers.values() for g in r.groups.values() for s in g.subscribers]
+    def queues(self) -> list[DeliveryQueue]:
+        return [q for r in self._readers.values() for g in r.groups.values() for q in g.queues]
 
     def close_all(self, reason: str, window: float) -> None:
         """End every stream, spread evenly over `window` seconds, so clients do not reconnect at once."""
         loop = asyncio.get_running_loop()
-        for subscriber in self.subscribers():
-            loop.call_later(random.uniform(0, window), subscriber.close, reason)
-
-    def _expire(self, now: float) -> None:
-        """End streams whose credentials expired: first the error frame (written at once, or by the
-        connection before the next tick), then, one tick later, the close."""
-        expiries = self._expiries
-        told = []
-        while expiries and expiries[0][0] <= now:
-            _, _, subscriber, frame = heapq.heappop(expiries)
-            if subscriber.state is State.CLOSED:
-                continue
-            if frame is not None and subscriber.state is State.LIVE:
-                subscriber.push_control(frame)
-                told.append(subscriber)
-            else:
-                subscriber.close("expired")
-        for subscriber in told:
-            heapq.heappush(expiries, (now, next(self._sequence), subscriber, None))
+        for queue in self.queues():
+            loop.call_later(random.uniform(0, window), queue.close, reason)
 
     async def _tick(self) -> None:
-        settings = self._settings
-        interval = min(1.0, settings.heartbeat / 2, settings.bookmark_interval / 2)
+        interval = self._settings.tick
         loop = asyncio.get_running_loop()
+        clock = self.clock
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
-            if self._expiries and self._expiries[0][0] <= now:
-                self._expire(now)
-            for reader in self._readers.values():
-                cursor = reader.cursor
-                cursor_key = offset_key(cursor)
-                for group in reader.groups.values():
-                    bookmark: bytes | None = None
-                    for subscriber in group.subscribers:
-                        if subscriber.state is not State.LIVE or subscriber.buffer:
-                            continue
-                        if subscriber.skip_until is not None and cursor_key > subscriber.skip_until:
-                            subscriber.skip_until = None  # the reader has passed what the replay sent
-                        idle = now - subscriber.last_write
-                        if (
-                            group.filtered
-                            and subscriber.skip_until is None  # else the cursor is behind what was sent
-                            and subscriber.last_offset != cursor
-                            and idle >= settings.bookmark_interval
-                        ):
-                            if bookmark is None:
-                                bookmark = group.fmt.bookmark(reader.position(cursor).encode())
-                            subscriber.push_control(bookmark, cursor)
-                        elif idle >= settings.heartbeat:
-                            subscriber.push_control(group.fmt.ping)
+            now = clock.now = loop.time()
+            for reader in list(self._readers.values()):
+                for group in list(reader.groups.values()):
+                    for queue in list(group.queues):
+                        queue.outlet.tick(now)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from gateway.broker.base import Broker, BrokerError, Entry
 from gateway.broker.continuity import Discontinuity, check_entry, check_head, format_position
 from gateway.fanout.group import DecodedEntry, Group, GroupKey
-from gateway.fanout.subscriber import State, Subscriber
+from gateway.fanout.queue import DeliveryQueue, State
 from gateway.fanout.view import Predicate
 from gateway.ops.metrics import Metrics
 
@@ -35,7 +35,6 @@ class StreamReader:
         self.id_name = id_name
         self._broker = broker
         self._metrics = metrics
-        self.count_stall = metrics.stalls.labels(stream).inc  # one per stream, shared by its subscribers
         self.groups: dict[GroupKey, Group] = {}
         self.epoch = ""
         self.cursor = ""
@@ -80,9 +79,9 @@ class StreamReader:
             self.groups[key] = group
         return group
 
-    def remove(self, group: Group, subscriber: Subscriber) -> None:
-        group.subscribers.pop(subscriber, None)
-        if not group.subscribers and self.groups.get(group.key) is group:
+    def remove(self, group: Group, queue: DeliveryQueue) -> None:
+        group.queues.pop(queue, None)
+        if not group.queues and self.groups.get(group.key) is group:
             del self.groups[group.key]
 
     async def _run(self) -> None:
@@ -94,8 +93,8 @@ class StreamReader:
             log.exception("stream reader %s failed; ending its streams so that they resume", self.stream)
             self.failed = True
             for group in self.groups.values():
-                for subscriber in group.subscribers:
-                    subscriber.close("reader-failed")
+                for queue in group.queues:
+                    queue.close("reader-failed")
 
     async def _read_forever(self) -> None:
         failures = 0
@@ -136,23 +135,16 @@ class StreamReader:
                 frame = group.frame(decoded)
                 if frame is None:
                     continue
-                for subscriber in group.subscribers:
-                    if subscriber.push(frame, offset):
+                for queue in group.queues:
+                    if queue.push(frame, offset):
                         delivered += 1
             self.cursor = offset
-        # One write per connection for the whole batch, started here (see Subscriber.flush).
-        loop_now = asyncio.get_running_loop().time()
+        # One write per connection for the whole batch, started here (gateway.sse.connection).
         for group in groups:
-            for subscriber in group.subscribers:
-                if subscriber.buffer:
-                    subscriber.flush(loop_now)
-        now = time.time()
-        metrics = self._metrics
-        for entry in entries:
-            metrics.deliver_latency.observe(max(0.0, now - entry.committed_at))
-        metrics.reader_lag.labels(self.stream).set(max(0.0, now - entries[-1].committed_at))
-        if delivered:
-            metrics.delivered.labels(self.stream).inc(delivered)
+            for queue in group.queues:
+                if queue.buffer:
+                    queue.outlet.flush()
+        self._metrics.fanned_out(self.stream, delivered, [e.committed_at for e in entries], time.time())
 
     def _reset_all(self, discontinuity: Discontinuity) -> None:
         """The stream cannot continue where its subscribers are: tell live ones, end replaying ones."""
@@ -163,9 +155,9 @@ class StreamReader:
         data = {"reason": reason, "position": position}
         for group in self.groups.values():
             frame = group.fmt.control("reset", position, data)
-            for subscriber in group.subscribers:
-                if subscriber.state is State.LIVE:
-                    subscriber.push_reset(frame, resume.epoch, resume.offset)
-                elif subscriber.state is State.REPLAYING:
-                    subscriber.close(reason)  # it resumes from history; a stalled one's catch-up says reset
-            self._metrics.resets.labels(self.stream, reason).inc(len(group.subscribers))
+            for queue in group.queues:
+                if queue.push_reset(frame, resume.epoch, resume.offset):
+                    queue.outlet.flush()
+                elif queue.state is State.REPLAYING:
+                    queue.close(reason)  # it resumes from history; a stalled one's catch-up says reset
+            self._metrics.reset(self.stream, reason, len(group.queues))

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from gateway.fanout.hub import Hub
-from gateway.fanout.subscriber import State
+from gateway.fanout.queue import State
 from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.drain")
@@ -96,7 +96,7 @@ class Drain:
         if self.draining:
             return
         self.draining = True
-        self._metrics.draining.set(1)
+        self._metrics.draining()
         log.info("draining", extra={"fields": {"streams": self._hub.count, "window_s": self._window}})
         self._hub.close_all("shutdown", self._window)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="drain-sweeper")
@@ -105,12 +105,12 @@ class Drain:
         """After the window, end whatever is still open: streams that registered as the drain began."""
         await asyncio.sleep(self._window)
         while True:
-            late = [s for s in self._hub.subscribers() if s.state is not State.CLOSED]
+            late = [s for s in self._hub.queues() if s.state is not State.CLOSED]
             if late:
                 log.info(
                     "draining: ending streams opened during the drain",
                     extra={"fields": {"streams": len(late)}},
                 )
-                for subscriber in late:
-                    subscriber.close("shutdown")
+                for queue in late:
+                    queue.close("shutdown")
             await asyncio.sleep(SWEEP_INTERVAL)

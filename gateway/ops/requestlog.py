@@ -30,7 +30,7 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.ops.logs import ACCESS_LOGGER
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import Metrics, NoMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
@@ -82,7 +82,7 @@ class RequestLogMiddleware:
     ) -> None:
         self.app = app
         self._draining = draining
-        self._metrics = metrics
+        self._metrics = metrics or NoMetrics()
         self._log = logger or logging.getLogger(ACCESS_LOGGER)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,10 +121,7 @@ class RequestLogMiddleware:
         duration = time.perf_counter() - exchange.started
         status = exchange.status or 500
         kind = "stream" if scope["path"].endswith("/change-stream") else "rest"
-        if self._metrics is not None:
-            self._metrics.http_requests.labels(kind, scope["method"], str(status)).inc()
-            if not exchange.stream:
-                self._metrics.http_duration.labels(kind).observe(duration)
+        self._metrics.http_request(kind, scope["method"], status, None if exchange.stream else duration)
         if exchange.stream:
             if self._log.isEnabledFor(logging.INFO):
                 fields = self._fields(scope, exchange)

@@ -155,7 +155,7 @@ class ModelApi:
         except BrokerError as exc:
             log.warning("no stream position for a read of %s: %s", self.model.name, exc)
             if self._metrics is not None:
-                self._metrics.broker_unavailable.labels("position").inc()
+                self._metrics.broker_unavailable("position")
             raise LoopBackError(
                 503, "The change stream's position is unavailable; retry", headers={"Retry-After": "2"}
             ) from None

@@ -35,7 +35,7 @@ from gateway.database import create_engine, create_tables
 from gateway.models.definition import ModelDef
 from gateway.models.loader import load_registry
 from gateway.models.tables import build_tables
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import PrometheusMetrics
 from tests.conftest import EXAMPLE_MODELS, DatabaseFactory
 from tests.rest.conftest import serve_in_process
 from tests.server import GatewayProcess
@@ -222,7 +222,7 @@ async def make_relay() -> AsyncIterator[RelayFactory]:
             broker=broker,
             streams=[STREAM],
             settings=RelaySettings(**options),
-            metrics=Metrics(),
+            metrics=PrometheusMetrics(),
         )
         relays.append(relay)
         relay.start()

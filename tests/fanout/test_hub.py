@@ -11,9 +11,9 @@ from gateway.broker.base import Record, StreamHead
 from gateway.broker.memory import MemoryBroker
 from gateway.fanout import reader as reader_module
 from gateway.fanout.hub import Hub, HubSettings
-from gateway.fanout.subscriber import State
+from gateway.fanout.queue import State
 from gateway.models.loader import load_registry
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import PrometheusMetrics
 from gateway.sse.frames import Format
 from tests.conftest import EXAMPLE_MODELS
 
@@ -41,7 +41,7 @@ async def broker() -> AsyncIterator[GatedBroker]:
 
 
 async def test_a_cancelled_starter_does_not_strand_the_others(broker: GatedBroker) -> None:
-    hub = Hub(broker, HubSettings(), Metrics())
+    hub = Hub(broker, HubSettings(), PrometheusMetrics())
     first = asyncio.create_task(hub.subscribe(TODO, KEY, lambda: None, None, replaying=False))
     second = asyncio.create_task(hub.subscribe(TODO, KEY, lambda: None, None, replaying=False))
     await asyncio.sleep(0.01)
@@ -60,7 +60,7 @@ async def test_a_reader_that_dies_ends_its_streams_and_is_replaced(
     broker: GatedBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker.gate.set()
-    hub = Hub(broker, HubSettings(), Metrics())
+    hub = Hub(broker, HubSettings(), PrometheusMetrics())
     subscription = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=False)
 
     def broken(_entry: object) -> object:
@@ -70,17 +70,31 @@ async def test_a_reader_that_dies_ends_its_streams_and_is_replaced(
     lease = await broker.acquire_lease("Todo", "test", 10)
     assert lease is not None
     await broker.append("Todo", [Record(1, b'{"target":1,"type":"create"}', None, 0.0)], lease=lease)
-    subscriber = subscription.subscriber
+    queue = subscription.queue
+    woken = asyncio.Event()
 
-    async def connection_idling() -> None:  # as in `ChangeStreamResponse._live`
-        while not subscriber.needs_task():
-            with subscriber.idle():
-                await asyncio.Event().wait()  # a `receive` that brings nothing: only the hub can wake it
+    class Woken:
+        def flush(self) -> None:
+            return None
+
+        def wake(self) -> None:
+            woken.set()
+
+        def stalled(self) -> None:
+            return None
+
+        def tick(self, now: float) -> None:
+            return None
+
+    queue.outlet = Woken()
+
+    async def connection_idling() -> None:  # only the queue's close can wake it
+        await woken.wait()
 
     connection = asyncio.create_task(connection_idling())
     async with asyncio.timeout(5):
         await connection
-    assert (subscription.subscriber.state, subscription.subscriber.close_reason) == (
+    assert (subscription.queue.state, subscription.queue.close_reason) == (
         State.CLOSED,
         "reader-failed",
     )
@@ -96,7 +110,7 @@ async def test_deliveries_count_only_frames_queued_for_a_client(broker: GatedBro
     """A resuming subscriber's held-back frames count when `go_live` queues them, not when they arrive:
     those the replay already sent are dropped then, and were counted as replayed."""
     broker.gate.set()
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     hub = Hub(broker, HubSettings(), metrics)
     live = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=False)
     resuming = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=True)
@@ -111,9 +125,9 @@ async def test_deliveries_count_only_frames_queued_for_a_client(broker: GatedBro
     async with asyncio.timeout(5):
         while delivered() != 3:  # the live subscriber's three, and none of the held-back ones
             await asyncio.sleep(0.01)
-    assert len(resuming.subscriber.pending) == 3
-    assert resuming.subscriber.go_live(offsets[0]) == 2  # the replay sent the first
-    assert resuming.subscriber.push(b"data: 4\n\n", "9999999999999-0") is True
+    assert len(resuming.queue.pending) == 3
+    assert resuming.queue.go_live(offsets[0]) == 2  # the replay sent the first
+    assert resuming.queue.push(b"data: 4\n\n", "9999999999999-0") is True
     await hub.unsubscribe(live)
     await hub.unsubscribe(resuming)
     await hub.aclose()

@@ -8,9 +8,9 @@ import asyncio
 import signal
 from types import FrameType
 
-from gateway.fanout.subscriber import State
+from gateway.fanout.queue import State
 from gateway.ops.drain import SWEEP_INTERVAL, Drain
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import PrometheusMetrics
 from tests.ops.conftest import GatewayFactory, assert_told_to_reconnect, subscribe
 
 STREAM = "/api/Todos/change-stream"
@@ -46,13 +46,13 @@ async def test_streams_end_within_the_window_spread_over_it(in_process: GatewayF
         gateway.drain.begin()
         while len(closed_at) < len(subscriptions) and loop.time() - start < window + 5:
             for n, subscription in enumerate(subscriptions):
-                if n not in closed_at and subscription.subscriber.state is State.CLOSED:
+                if n not in closed_at and subscription.queue.state is State.CLOSED:
                     closed_at[n] = loop.time() - start
             await asyncio.sleep(0.01)
         assert len(closed_at) == len(subscriptions)
         assert max(closed_at.values()) <= window + 1.0  # timers run late on a loaded box
         assert max(closed_at.values()) - min(closed_at.values()) >= window / 3  # not all at once
-        assert {s.subscriber.close_reason for s in subscriptions} == {"shutdown"}
+        assert {s.queue.close_reason for s in subscriptions} == {"shutdown"}
         for subscription in subscriptions:
             await gateway.hub.unsubscribe(subscription)
 
@@ -66,9 +66,9 @@ async def test_a_stream_registered_during_the_drain_is_ended_too(in_process: Gat
         late = await subscribe(gateway)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        while late.subscriber.state is not State.CLOSED and loop.time() - start < window + SWEEP_INTERVAL + 5:
+        while late.queue.state is not State.CLOSED and loop.time() - start < window + SWEEP_INTERVAL + 5:
             await asyncio.sleep(0.02)
-        assert late.subscriber.close_reason == "shutdown"
+        assert late.queue.close_reason == "shutdown"
         assert loop.time() - start <= window + SWEEP_INTERVAL + 1.5
         await gateway.hub.unsubscribe(late)
 
@@ -97,7 +97,7 @@ async def test_sigterm_and_sigquit_both_drain_and_stop_the_server() -> None:
     try:
         for sig in (signal.SIGQUIT, signal.SIGTERM):
             stops.clear()
-            drain = Drain(FakeHub(), Metrics(), 1.0)  # type: ignore[arg-type]
+            drain = Drain(FakeHub(), PrometheusMetrics(), 1.0)  # type: ignore[arg-type]
             drain.install()
             try:
                 signal.raise_signal(sig)
@@ -114,7 +114,7 @@ async def test_sigterm_and_sigquit_both_drain_and_stop_the_server() -> None:
 
 
 async def test_begin_is_idempotent_and_sets_the_metric() -> None:
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     drain = Drain(FakeHub(), metrics, 0.1)  # type: ignore[arg-type]
     drain.begin()
     drain.begin()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import PrometheusMetrics
 from tests.server import ROOT
 
 FAMILIES = {
@@ -36,7 +36,7 @@ FAMILIES = {
 
 
 def test_every_family_is_exported() -> None:
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     assert not metrics.multiprocess
     names = {family.name for family in text_string_to_metric_families(metrics.render().decode())}
     assert names >= FAMILIES
@@ -44,20 +44,21 @@ def test_every_family_is_exported() -> None:
 
 WORKER = """
 import os, sys
-from gateway.ops.metrics import Metrics
-metrics = Metrics()
+from gateway.ops.metrics import PrometheusMetrics
+metrics = PrometheusMetrics()
 assert metrics.multiprocess
-metrics.connections.labels("Todo").inc(int(sys.argv[1]))
-metrics.connections_opened.labels("Todo").inc(int(sys.argv[1]))
-metrics.relay_leases.set(1)
-metrics.draining.set(int(sys.argv[2]))
-metrics.deliver_latency.observe(0.003)
+for _ in range(int(sys.argv[1])):
+    metrics.stream_opened("Todo")
+metrics.relay_leases(1)
+if int(sys.argv[2]):
+    metrics.draining()
+metrics.fanned_out("Todo", 0, [0.0], 0.003)
 print(os.getpid())
 """
 
 RENDER = """
-from gateway.ops.metrics import Metrics
-print(Metrics().render().decode())
+from gateway.ops.metrics import PrometheusMetrics
+print(PrometheusMetrics().render().decode())
 """
 
 

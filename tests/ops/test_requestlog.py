@@ -11,7 +11,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.ops.logs import ACCESS_LOGGER
-from gateway.ops.metrics import Metrics
+from gateway.ops.metrics import PrometheusMetrics
 from gateway.ops.requestlog import (
     CLIENT_LEFT,
     REDACTED,
@@ -44,7 +44,7 @@ async def run(
     scope: Scope,
     *,
     draining: bool = False,
-    metrics: Metrics | None = None,
+    metrics: PrometheusMetrics | None = None,
     incoming: list[Message] | None = None,
 ) -> list[Message]:
     sent: list[Message] = []
@@ -226,7 +226,7 @@ async def test_probes_are_logged_at_debug_only(caplog: pytest.LogCaptureFixture)
 
 
 async def test_requests_are_counted() -> None:
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     await run(json_app, http_scope(), metrics=metrics)
     await run(stream_app(), http_scope("/api/Todos/change-stream"), metrics=metrics)
     text = metrics.render().decode()

@@ -278,7 +278,7 @@ async def test_dropped_connections_free_everything(gateway: tuple[httpx.AsyncCli
     async with asyncio.timeout(30):
         while hub.count or hub.readers or len(asyncio.all_tasks()) > baseline_tasks:
             await asyncio.sleep(0.02)
-    assert hub.subscribers() == []
+    assert hub.queues() == []
     metrics = (await client.get("/metrics")).text
     assert 'gateway_stream_connections{model="Todo"} 0.0' in metrics
     assert 'gateway_stream_connections_opened_total{model="Todo"} 2000.0' in metrics
