@@ -3,9 +3,10 @@
 It drains its `DeliveryQueue` (`gateway.fanout.queue`), whose `Outlet` it is, in one of three ways:
 - AWAITED: its own task writes and waits (the opening, replay pages, resets, catch-up), each write cut off
   when the socket takes nothing for the write timeout;
-- DIRECT (live): the task idles in `receive()`, and the stream reader's `flush` starts the `send` right
-  there, in the reader's task. uvicorn's `send` completes without suspending unless the socket is over its
-  write limit, so the usual delivery costs no task switch, and a burst is one write per connection;
+- DIRECT (live): the task idles in `receive()`, and the stream reader's `flush` writes right there, in the
+  reader's task: straight to uvicorn's transport when its `send` would not wait (`gateway.sse.transport`),
+  else by starting the `send`, which completes without suspending unless the socket is over its write
+  limit. So the usual delivery costs no task switch, and a burst is one write per connection;
 - BLOCKED: a direct `send` that did suspend (the client is not reading) is parked here and the idle task is
   woken (its `receive` cancelled, the cancellation taken back) to finish it; frames meanwhile wait in the
   queue, and past its bound the queue stalls (the connection then catches up from history).
@@ -28,6 +29,7 @@ from gateway.fanout.hub import Subscription
 from gateway.fanout.queue import State
 from gateway.ops.metrics import Metrics
 from gateway.ops.requestlog import SubscriberCutOff
+from gateway.sse.transport import direct_cycle, write_chunk
 
 log = logging.getLogger("gateway.stream")
 
@@ -42,6 +44,7 @@ class Connection:
     __slots__ = (
         "_blocked",
         "_clock",
+        "_cycle",
         "_direct",
         "_expires_at",
         "_expiry_told",
@@ -72,6 +75,7 @@ class Connection:
         self._start = start
         self._send = send
         self._direct = False  # live: writes start from the caller's task (`flush`)
+        self._cycle: Any = None  # uvicorn's request cycle, when live chunks go to its transport directly
         self._blocked: tuple[Generator[Any, None, None], object] | None = None  # a suspended direct send
         self._parked: asyncio.Task[Any] | None = None  # this connection's task, while idle in `receive`
         self._interrupted = False
@@ -91,6 +95,9 @@ class Connection:
             return
         data = queue.take()
         try:
+            if self._cycle is not None and write_chunk(self._cycle, data):
+                self.last_write = self._clock.now
+                return
             send = self._send({"type": "http.response.body", "body": data, "more_body": True}).__await__()
             blocker = send.send(None)
         except StopIteration:
@@ -177,6 +184,7 @@ class Connection:
         woken only to finish a write that had to wait, or to write what was queued before going direct."""
         queue = self.queue
         self._direct = True
+        self._cycle = direct_cycle(self._send)
         try:
             while True:
                 state = queue.state
