@@ -35,13 +35,14 @@ from gateway.broker.continuity import (
     ZERO_OFFSET,
     Discontinuity,
     Position,
-    check_entry,
+    chained,
     check_head,
     check_resume,
     format_position,
 )
 from gateway.broker.factory import broker_from_url
 from gateway.client.items import Change, CloseSignal, Reset, StreamError, StreamItem, UnknownModelError
+from gateway.client.lifecycle import OpensAndCloses
 from gateway.config import Settings
 from gateway.fanout.view import Predicate, filtered_change
 from gateway.filters import compile_predicate, parse_fields, parse_where
@@ -78,7 +79,7 @@ def find_model(registry: Registry, model: str) -> ModelDef:
     return found
 
 
-class ChangeStream:
+class ChangeStream(OpensAndCloses):
     """The changes of one model, read from the broker, filtered for this stream's options.
 
     An async context manager and an async iterator of `StreamItem`s that never ends by itself: leave the
@@ -133,19 +134,6 @@ class ChangeStream:
         if self._queue:
             return self._delivered
         return format_position(self._epoch, self._cursor)
-
-    async def __aenter__(self) -> ChangeStream:
-        try:
-            await self.open()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Find the starting point in the broker; raises `BrokerError` if the broker cannot be reached.
@@ -224,13 +212,11 @@ class ChangeStream:
         if not entries:
             self._check_head = True
             return
-        for entry in entries:
-            discontinuity = check_entry(self._epoch, self._cursor, entry)
-            if discontinuity is not None:
-                self._reset(discontinuity)
-                if discontinuity.resume.offset != entry.prev:
-                    return  # it continues before this entry (a new epoch's start): read on from there
-            self._take(entry)
+        for item in chained(self._epoch, self._cursor, entries):
+            if isinstance(item, Discontinuity):
+                self._reset(item)
+            else:
+                self._take(item)
 
     async def _verify_head(self) -> None:
         """Between reads: notice a broker that lost its history (restarted empty, flushed, stream deleted)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import os
 import string
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -108,6 +109,22 @@ def check_entry(epoch: str, cursor: str, entry: Entry) -> Discontinuity | None:
     if entry.prev != cursor:
         return Discontinuity("history-expired", Position(entry.epoch, entry.prev))
     return None
+
+
+def chained(epoch: str, cursor: str, entries: Iterable[Entry]) -> Iterator[Entry | Discontinuity]:
+    """`entries`, read after `cursor` of `epoch`, as the stream continues: each entry that continues it, and
+    a `Discontinuity` where it does not. After one the entries go on when the stream continues with that
+    very entry (its history was trimmed before it); else they stop (a new epoch's start comes before it),
+    and the caller reads on from the discontinuity's resume position."""
+    for entry in entries:
+        discontinuity = check_entry(epoch, cursor, entry)
+        if discontinuity is not None:
+            yield discontinuity
+            if discontinuity.resume.offset != entry.prev:
+                return
+            epoch = discontinuity.resume.epoch
+        yield entry
+        cursor = entry.offset
 
 
 def check_head(epoch: str, cursor: str, head: StreamHead) -> Discontinuity | None:

@@ -31,7 +31,6 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -39,6 +38,7 @@ import orjson
 
 from gateway.broker.continuity import ZERO_OFFSET, Position, format_position
 from gateway.client.items import Change, CloseSignal, Reset, StreamError, StreamItem, UnknownModelError
+from gateway.client.lifecycle import OpensAndCloses
 from gateway.client.sse import ServerSentEvent, SSEParser
 
 log = logging.getLogger("gateway.client")
@@ -100,7 +100,7 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-class RemoteChangeStream:
+class RemoteChangeStream(OpensAndCloses):
     """One model's change stream on a gateway, followed over HTTP with automatic resume.
 
     An async context manager and an async iterator of `StreamItem`s that never ends by itself. Entering it
@@ -202,19 +202,6 @@ class RemoteChangeStream:
         """Where this stream is: the position after the last item handed out, or a bookmark after it.
         None until the gateway has sent one."""
         return self._delivered if self._queue else self._latest
-
-    async def __aenter__(self) -> RemoteChangeStream:
-        try:
-            await self.open()
-        except BaseException:
-            await self.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Open the first connection, retrying for up to `open_timeout` seconds; raises

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from gateway.broker.base import Broker, BrokerError, Entry
-from gateway.broker.continuity import Discontinuity, check_entry, check_head, format_position
+from gateway.broker.continuity import Discontinuity, chained, check_head, format_position
 from gateway.fanout.group import DecodedEntry, Group, GroupKey
 from gateway.fanout.queue import DeliveryQueue, State
 from gateway.fanout.view import Predicate
@@ -123,12 +123,10 @@ class StreamReader:
         """Hand `entries` to every group; synchronous, so no subscriber can register halfway through."""
         delivered = 0
         groups = list(self.groups.values())
-        for entry in entries:
-            discontinuity = check_entry(self.epoch, self.cursor, entry)
-            if discontinuity is not None:
-                self._reset_all(discontinuity)
-                if discontinuity.resume.offset != entry.prev:
-                    break  # it continues before this entry (a new epoch's start): read on from there
+        for entry in chained(self.epoch, self.cursor, entries):
+            if isinstance(entry, Discontinuity):
+                self._reset_all(entry)
+                continue
             decoded = DecodedEntry(entry)
             offset = entry.offset
             for group in groups:

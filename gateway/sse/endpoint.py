@@ -15,6 +15,7 @@ from the broker after what it delivered and go live again (docs/delivery.md).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
@@ -46,49 +47,45 @@ HEADERS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class StreamServices:
+    """What every change-stream response of a worker uses; shared, so each stream holds one reference."""
+
+    hub: Hub
+    broker: Broker
+    metrics: Metrics
+    retry_ms: int
+
+
 class ChangeStreamResponse:
     """Streams one subscription until the client leaves, falls behind, or the worker shuts down (an ASGI
     app; slots, since it lives as long as the stream)."""
 
-    __slots__ = (
-        "_broker",
-        "_fmt",
-        "_hub",
-        "_metrics",
-        "_prelude",
-        "_resume",
-        "_retry_ms",
-        "_stream",
-        "_subscription",
-    )
+    __slots__ = ("_fmt", "_prelude", "_resume", "_services", "_stream", "_subscription")
 
     def __init__(
         self,
         subscription: Subscription,
+        services: StreamServices,
         *,
-        hub: Hub,
-        broker: Broker,
-        metrics: Metrics,
         fmt: Format,
         resume: str | None,
-        retry_ms: int,
         prelude: bytes = b"",
     ) -> None:
         self._subscription = subscription
-        self._hub = hub
-        self._broker = broker
-        self._metrics = metrics
+        self._services = services
         self._fmt = fmt
         self._resume = resume
-        self._retry_ms = retry_ms
         self._prelude = prelude  # a snapshot's frames (gateway.sse.snapshot), sent before the replay
         self._stream = subscription.reader.stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        connection = Connection(self._subscription, send, scope.get(SERVER_SEND, send), self._metrics)
+        connection = Connection(
+            self._subscription, send, scope.get(SERVER_SEND, send), self._services.metrics
+        )
         queue = connection.queue
         try:
-            opening = preamble(self._fmt, self._retry_ms) + self._prelude
+            opening = preamble(self._fmt, self._services.retry_ms) + self._prelude
             if self._resume is None:
                 opening += bookmark_frame(self._fmt, self._subscription.start_position.encode())
             await connection.open(HEADERS[self._fmt], opening)
@@ -104,15 +101,15 @@ class ChangeStreamResponse:
             await connection.finish(self._stream)
         except SubscriberCutOff:
             if queue.close_reason == "write-timeout":
-                self._metrics.cut_off(self._stream, "write-timeout")
+                self._services.metrics.cut_off(self._stream, "write-timeout")
             raise
         finally:
             scope[CLIENT_LEFT] = queue.close_reason == "disconnect"
-            await self._hub.unsubscribe(self._subscription)
+            await self._services.hub.unsubscribe(self._subscription)
 
     async def abandon(self) -> None:
         """Undo the registration of a stream that will not be run (a multiplexed stream refused later)."""
-        await self._hub.unsubscribe(self._subscription)
+        await self._services.hub.unsubscribe(self._subscription)
 
     async def _catch_up(self, connection: Connection, receive: Receive) -> None:
         """A stalled connection reads the history it missed at its own pace (the resume path), then
@@ -121,9 +118,9 @@ class ChangeStreamResponse:
         epoch, offset = queue.catch_up()
         reset = await connection.watching(receive, lambda: self._replay(connection, Position(epoch, offset)))
         if reset is not None:
-            self._metrics.cut_off(self._stream, reset)
+            self._services.metrics.cut_off(self._stream, reset)
         elif queue.state is State.LIVE:
-            self._metrics.caught_up(self._stream)
+            self._services.metrics.caught_up(self._stream)
 
     async def _replay(self, connection: Connection, start: Position | Discontinuity) -> str | None:
         """Send what the client missed after `start`, then hand over to live delivery without gap or
@@ -140,10 +137,10 @@ class ChangeStreamResponse:
         checked = False  # whether the head was asked, when a read finds nothing
         replayed = 0
         while queue.state is State.REPLAYING:
-            entries = await self._broker.read(self._stream, cursor, REPLAY_PAGE)
+            entries = await self._services.broker.read(self._stream, cursor, REPLAY_PAGE)
             discontinuity = None
             if not entries and not checked:
-                discontinuity = check_head(epoch, cursor, await self._broker.head(self._stream))
+                discontinuity = check_head(epoch, cursor, await self._services.broker.head(self._stream))
             checked = True
             frames = []
             last = None
@@ -168,21 +165,21 @@ class ChangeStreamResponse:
                 continue
             if len(entries) < REPLAY_PAGE and self._go_live(queue, cursor):
                 break
-        self._metrics.replayed(self._stream, replayed)
+        self._services.metrics.replayed(self._stream, replayed)
         return told
 
     def _go_live(self, queue: DeliveryQueue, last_offset: str) -> bool:
         """`DeliveryQueue.go_live`, counting the live frames it queued (held back during the replay)."""
         queued = queue.go_live(last_offset)
         if queued:
-            self._metrics.delivered(self._stream, queued)
+            self._services.metrics.delivered(self._stream, queued)
         return queued is not None
 
     async def _tell_reset(self, connection: Connection, discontinuity: Discontinuity) -> str:
         """Tell the client its position cannot be continued, and where the stream continues instead."""
         reason, resume = discontinuity.reason, discontinuity.resume
         position = str(resume)
-        self._metrics.reset(self._stream, reason)
+        self._services.metrics.reset(self._stream, reason)
         await connection.write(
             control_frame(self._fmt, "reset", position, {"reason": reason, "position": position})
         )

@@ -31,7 +31,7 @@ from gateway.rest.errors import CLIENT_ERRORS, LoopBackError, as_loopback_error,
 from gateway.rest.openapi import FILTER_SCHEMA, json_parameter
 from gateway.security import StreamAccess
 from gateway.security.limits import Release
-from gateway.sse.endpoint import ChangeStreamResponse
+from gateway.sse.endpoint import ChangeStreamResponse, StreamServices
 from gateway.sse.frames import Format, reconnect_body
 from gateway.sse.negotiation import resume_from, stream_format, stream_options
 from gateway.sse.snapshot import Snapshots, wants_snapshot
@@ -87,9 +87,8 @@ class ChangeStreamRoutes:
         self.app = app
         self._models = {stream_path(rest_root, model): model for model in models}
         self._hub = hub
-        self._broker = broker
-        self._metrics = metrics
         self._retry_ms = retry_ms
+        self._services = StreamServices(hub, broker, metrics, retry_ms)
         self._refuse = refuse
         self._authorise = authorise
         self._snapshots = snapshots
@@ -156,12 +155,9 @@ class ChangeStreamRoutes:
                 raise
         return ChangeStreamResponse(
             subscription,
-            hub=self._hub,
-            broker=self._broker,
-            metrics=self._metrics,
+            self._services,
             fmt=fmt,
             resume=resume,
-            retry_ms=self._retry_ms,
             prelude=prelude,
         )
 

@@ -11,6 +11,7 @@ from gateway.broker.continuity import (
     ZERO_OFFSET,
     Discontinuity,
     Position,
+    chained,
     check_entry,
     check_head,
     check_resume,
@@ -173,3 +174,35 @@ def test_a_read_that_finds_nothing_asks_the_head(
 )
 def test_where_a_resume_starts(text: str, expected: Position | Discontinuity) -> None:
     assert check_resume(text, EPOCH, "7-0") == expected
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        pytest.param([entry("2-0", "1-0"), entry("3-0", "2-0")], ["2-0", "3-0"], id="chained"),
+        pytest.param(
+            [entry("5-0", "4-0"), entry("6-0", "5-0")],
+            [Discontinuity("history-expired", Position(EPOCH, "4-0")), "5-0", "6-0"],
+            id="trimmed: continues with the oldest retained entry",
+        ),
+        pytest.param(
+            [entry("2-0", "1-0"), entry("9-0", "8-0"), entry("10-0", "9-0")],
+            ["2-0", Discontinuity("history-expired", Position(EPOCH, "8-0")), "9-0", "10-0"],
+            id="a gap in the middle",
+        ),
+        pytest.param(
+            [entry("7-0", "6-0", OTHER), entry("8-0", "7-0", OTHER)],
+            [Discontinuity("epoch-changed", Position(OTHER, ZERO_OFFSET))],
+            id="epoch changed mid-way: stops, read on from the new epoch's start",
+        ),
+        pytest.param(
+            [entry("1-0", ZERO_OFFSET, OTHER), entry("2-0", "1-0", OTHER)],
+            [Discontinuity("epoch-changed", Position(OTHER, ZERO_OFFSET)), "1-0", "2-0"],
+            id="epoch changed at its start: continues",
+        ),
+        pytest.param([], [], id="nothing read"),
+    ],
+)
+def test_a_batch_continues_the_stream_entry_by_entry(entries: list[Entry], expected: list[object]) -> None:
+    items = [i if isinstance(i, Discontinuity) else i.offset for i in chained(EPOCH, "1-0", entries)]
+    assert items == expected
