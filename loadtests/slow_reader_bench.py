@@ -148,9 +148,11 @@ async def run(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str, 
         asyncio.create_task(slow.follow(args.throttle * args.rate * args.batch, done)) if slow else None
     )
     writes = WriteStats()
+    before, started = procstat.Sample.take(pids), time.monotonic()
     await drive(
         host, port, "/api/Todos", rate=args.rate, duration=args.duration, stats=writes, batch=args.batch
     )
+    window, elapsed = procstat.Sample.take(pids) - before, time.monotonic() - started
     await asyncio.sleep(2.0)
     done.set()
     await sampler
@@ -161,6 +163,9 @@ async def run(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str, 
         "fast_expected": writes.ok * args.batch * len(subscribers),
         "fast_latency_ms": percentiles(stats.latencies_us, 1000),
         "rss_mb": {"first": round(rss[0], 1), "max": round(max(rss), 1), "last": round(rss[-1], 1)},
+        "server_cores": round(window.server_cpu / elapsed, 3),
+        # what the rest of the box (other developers' tests) took meanwhile: read latencies against it
+        "other_cores": round(max(0.0, window.machine_cpu - window.server_cpu - window.own_cpu) / elapsed, 3),
     }
     if slow is not None and following is not None:
         await following
