@@ -11,7 +11,7 @@ from starlette.types import Message
 
 from gateway.broker.memory import MemoryBroker
 from gateway.fanout.hub import Hub, HubSettings, Subscription
-from gateway.fanout.queue import State
+from gateway.fanout.queue import DeliveryQueue, State
 from gateway.models.loader import load_registry
 from gateway.ops.metrics import NoMetrics
 from gateway.ops.requestlog import SubscriberCutOff
@@ -134,15 +134,22 @@ async def test_a_cancellation_from_elsewhere_during_a_wake_goes_on(hub: Hub) -> 
         await task
 
 
-async def test_a_blocked_write_is_finished_by_the_task_and_what_came_meanwhile_follows(hub: Hub) -> None:
+async def live_with_a_blocked_write(
+    hub: Hub,
+) -> tuple[Socket, DeliveryQueue, Connection, asyncio.Task[None]]:
+    """A live connection whose socket is full, and whose first write (`1;` at `1-0`) is parked."""
     socket = Socket()
     subscription, connection = await connect(hub, socket)
-    queue = subscription.queue
     task = await run_live(connection, asyncio.get_running_loop().create_future())
     socket.full = True
-    queue.push(b"1;", "1-0")
+    subscription.queue.push(b"1;", "1-0")
     connection.flush()  # suspends: parked for the task
-    assert queue.writing
+    assert subscription.queue.writing
+    return socket, subscription.queue, connection, task
+
+
+async def test_a_blocked_write_is_finished_by_the_task_and_what_came_meanwhile_follows(hub: Hub) -> None:
+    socket, queue, connection, task = await live_with_a_blocked_write(hub)
     queue.push(b"2;", "2-0")
     connection.flush()  # a write is under way: waits in the queue
     socket.drain()
@@ -155,13 +162,7 @@ async def test_a_blocked_write_is_finished_by_the_task_and_what_came_meanwhile_f
 
 
 async def test_over_the_bound_while_blocked_it_stalls_and_live_returns_to_catch_up(hub: Hub) -> None:
-    socket = Socket()
-    subscription, connection = await connect(hub, socket)
-    queue = subscription.queue
-    task = await run_live(connection, asyncio.get_running_loop().create_future())
-    socket.full = True
-    queue.push(b"1;", "1-0")
-    connection.flush()
+    socket, queue, _, task = await live_with_a_blocked_write(hub)
     for n in (2, 3, 4, 5):
         queue.push(b"%d;" % n, f"{n}-0")
     assert queue.state is State.STALLED
@@ -172,16 +173,11 @@ async def test_over_the_bound_while_blocked_it_stalls_and_live_returns_to_catch_
 
 
 async def test_a_socket_that_takes_nothing_is_cut_off_after_the_write_timeout(hub: Hub) -> None:
-    socket = Socket()
-    subscription, connection = await connect(hub, socket)
-    task = await run_live(connection, asyncio.get_running_loop().create_future())
-    socket.full = True
-    subscription.queue.push(b"1;", "1-0")
-    connection.flush()
+    _, queue, _, task = await live_with_a_blocked_write(hub)
     with pytest.raises(SubscriberCutOff):
         async with asyncio.timeout(2):
             await task
-    assert subscription.queue.close_reason == "write-timeout"
+    assert queue.close_reason == "write-timeout"
 
 
 async def test_the_tick_sends_a_heartbeat_after_the_idle_interval_only(hub: Hub) -> None:
