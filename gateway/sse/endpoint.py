@@ -29,8 +29,6 @@ from gateway.ops.requestlog import CLIENT_LEFT, SERVER_SEND, SubscriberCutOff
 from gateway.sse.connection import Connection
 from gateway.sse.frames import Format, bookmark_frame, control_frame, preamble
 
-log = logging.getLogger("gateway.stream")
-
 REPLAY_PAGE = 500
 HEADERS = {
     Format.SSE: [
