@@ -7,13 +7,19 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from gateway.config import Settings
+from gateway.sse import connection as connection_module
 from gateway.sse.transport import direct_cycle, write_chunk
+from tests.conftest import EXAMPLE_MODELS
+from tests.sse.helpers import open_stream, serve
 
 HEADERS = [(b"content-type", b"text/event-stream")]
 
@@ -64,3 +70,29 @@ async def test_a_send_that_is_not_uvicorns_gets_none() -> None:
         return None
 
     assert direct_cycle(send) is None
+
+
+async def test_the_gateways_live_deliveries_take_the_direct_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind the gateway's own server a live delivery is written to the transport (if uvicorn changed
+    what `direct_cycle` recognises, this fails instead of every delivery quietly taking the slower send)."""
+    direct: list[bool] = []
+
+    def recording(cycle: Any, body: bytes) -> bool:
+        written = write_chunk(cycle, body)
+        direct.append(written)
+        return written
+
+    monkeypatch.setattr(connection_module, "write_chunk", recording)
+    settings = Settings(models=EXAMPLE_MODELS, database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}")
+    async with (
+        serve(settings) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        open_stream(client, "/api/Todos/change-stream") as stream,
+    ):
+        await stream.read_until(lambda s: s.parser.last_event_id != "")
+        assert (await client.post("/api/Todos", json={"title": "direct"})).status_code == 200
+        await stream.read_until(lambda s: len(s.data_events) == 1)
+    assert [c["data"]["title"] for c in stream.changes()] == ["direct"]
+    assert direct == [True]
