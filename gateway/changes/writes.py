@@ -12,13 +12,14 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.changes import change as changes
 from gateway.changes.change import Change
 from gateway.changes.outbox import record_changes
+from gateway.changes.row_insert import insert_returning
 from gateway.database import write_transaction
 from gateway.filters import And, Where, where_clause
 from gateway.models.definition import ModelDef
@@ -175,13 +176,13 @@ class ModelWrites:
 
     async def _insert(self, connection: AsyncConnection, values: Mapping[str, Any]) -> Row:
         try:
-            result = await connection.execute(insert(self.table).values(**values).returning(*self.table.c))
+            stored = await insert_returning(connection, self.table, values)
         except IntegrityError:
             id_value = values.get(self.model.id_name)
             raise WriteRejected(
                 409, f"Duplicate entry for {self.model.name}.{self.model.id_name} {id_value}"
             ) from None
-        return to_json_row(self.model, result.one()._mapping)
+        return to_json_row(self.model, stored)
 
     async def _update_rows(
         self,
