@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -84,10 +85,8 @@ def two_workers(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[t
             workers = _workers(process.pid)
             ready = 0
             for _ in range(8):  # each worker must answer: several fresh connections
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     ready += httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    pass
             if ready == 8 and len(workers) == 2:
                 break
             time.sleep(0.2)
