@@ -37,26 +37,35 @@ SQLITE_LOWER = "gateway_lower"
 """A Unicode `lower()` for SQLite, registered on every connection (see `gateway.filters.sql`)."""
 _WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 """Each SQLite engine's queue of writers (`writer_turn`); keyed by engine, so engines never share one."""
+_ONE_HOP: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""The SQLite engines whose connections are `sqlite_driver.OneHopConnection`s."""
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`, with the per-dialect settings the gateway relies on."""
     if url.startswith("sqlite"):
         parsed = make_url(url)
-        if not parsed.query:  # plain file or memory: one hop per statement (see gateway/sqlite_driver.py)
-            kwargs.setdefault(
-                "async_creator", sqlite_driver.connector(parsed.database or ":memory:", timeout=30)
-            )
+        one_hop = not parsed.query and "async_creator" not in kwargs
+        if one_hop:  # plain file or memory: one hop per statement (see gateway/sqlite_driver.py)
+            kwargs["async_creator"] = sqlite_driver.connector(parsed.database or ":memory:", timeout=30)
         kwargs.setdefault("pool_reset_on_return", None)  # `_on_reset` below rolls back only what is open
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         _WRITER_QUEUES[engine.sync_engine] = asyncio.Lock()
+        if one_hop:
+            _ONE_HOP.add(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def uses_one_hop_driver(engine: AsyncEngine) -> bool:
+    """Whether `engine`'s connections are `sqlite_driver.OneHopConnection`s, which can run a whole
+    function on the connection's thread (`OneHopConnection.run`)."""
+    return engine.sync_engine in _ONE_HOP
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

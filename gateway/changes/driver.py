@@ -15,11 +15,16 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class MultiRowInsert(Protocol):
+    def insert_rows(self, count: int) -> str:
+        """`INSERT ... VALUES (...), (...)` for `count` rows."""
 
 
 class Asyncpg:
@@ -46,10 +51,8 @@ class Asyncpg:
         prepared = await self.driver.prepare(sql)
         return [attribute.type.oid for attribute in prepared.get_attributes()]
 
-    async def insert_many(
-        self, insert_into: str, values: str, rows: Sequence[Sequence[Any]], _per_statement: int
-    ) -> None:
-        await self.driver.executemany(insert_into + values, rows)
+    async def insert_many(self, statement: MultiRowInsert, rows: Sequence[Sequence[Any]], _per: int) -> None:
+        await self.driver.executemany(statement.insert_rows(1), rows)
 
     async def fetch(self, sql: str, *params: Any) -> list[Any]:
         return list(await self.driver.fetch(sql, *params))
@@ -82,12 +85,10 @@ class Aiosqlite:
         """None for each column: SQLite's result processors depend on the declared type alone."""
         return [None] * columns
 
-    async def insert_many(
-        self, insert_into: str, values: str, rows: Sequence[Sequence[Any]], per_statement: int
-    ) -> None:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            sql = insert_into + ", ".join([values] * len(chunk))
+    async def insert_many(self, statement: MultiRowInsert, rows: Sequence[Sequence[Any]], per: int) -> None:
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            sql = statement.insert_rows(len(chunk))
             await self.driver.execute_fetchall(sql, [value for row in chunk for value in row])
 
     async def fetch(self, sql: str, *params: Any) -> list[Any]:

@@ -49,6 +49,10 @@ class OutboxStatements:
             f"WHERE {c['id']} {in_ids} AND {c['published_at']} IS NULL"
         )
 
+    def insert_rows(self, count: int) -> str:
+        """One INSERT of `count` rows (at most `SQLITE_ROWS_PER_INSERT` on SQLite)."""
+        return self.insert_into + ", ".join([self.values] * count)
+
     @classmethod
     def of(cls, table: Table, dialect: Dialect) -> OutboxStatements:
         key = f"gateway_outbox_sql_{dialect.name}"
@@ -65,7 +69,7 @@ async def insert(connection: AsyncConnection, table: Table, rows: Sequence[Outbo
     if not driver.in_transaction():  # SQLAlchemy begins PostgreSQL's lazily: only a statement of its own does
         raise RuntimeError("outbox rows go in after the write's own statements, inside its transaction")
     with translated(driver, statements.insert, rows):
-        await driver.insert_many(statements.insert_into, statements.values, rows, SQLITE_ROWS_PER_INSERT)
+        await driver.insert_many(statements, rows, SQLITE_ROWS_PER_INSERT)
 
 
 async def pending(connection: AsyncConnection, table: Table, stream: str, limit: int) -> list[Record]:
