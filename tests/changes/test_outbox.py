@@ -105,6 +105,7 @@ async def test_failed_writes_publish_nothing(
             raise RuntimeError("the outbox insert failed")
 
         monkeypatch.setattr(writes_module, "record_changes", broken)
+
         def broken_in_thread(*_args: Any) -> None:  # SQLite's one-hop create builds them on its thread
             raise RuntimeError("the outbox insert failed")
 
