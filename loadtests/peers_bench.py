@@ -316,7 +316,7 @@ def saturate(
         if best is None or report["deliveriesPerSecond"] > best["deliveriesPerSecond"]:
             best = {"writers": writers, **report}
     if best is None:
-        best = {"writers": 0, **steps[0], "deliveriesPerSecond": 0.0}
+        best = {**steps[0], "writers": 0, "deliveriesPerSecond": 0.0}  # not even one connection within
     return {
         **best,
         "steps": [(s["writers"], round(s["deliveriesPerSecond"]), s["latencyMs"]["p99"]) for s in steps],
