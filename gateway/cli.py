@@ -25,7 +25,7 @@ from gateway.database import create_engine, create_tables
 from gateway.filters import FilterError
 from gateway.models.loader import ModelDefinitionError, load_registry
 from gateway.models.tables import build_tables
-from gateway.ops import httpguard
+from gateway.ops import httpguard, reuseport
 from gateway.ops.logs import logging_config
 from gateway.streams import Change, LocalChangeStreams, StreamError, StreamItem
 
@@ -78,7 +78,7 @@ def serve(
         load_registry(settings.models, settings.models_config)
     except ModelDefinitionError as exc:
         raise _models_failed(exc) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         "gateway.app:create_app",
         factory=True,
         host=host,
@@ -88,9 +88,13 @@ def serve(
         log_config=log_config,
         access_log=False,  # the request log middleware writes one line per request instead
         proxy_headers=True,
-        http=httpguard.PROTOCOL,  # header and body deadlines, header limits (gateway/ops/httpguard.py)
+        http=httpguard.PROTOCOL,  # httptools, with header and body deadlines (gateway/ops/httpguard.py)
         timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
     )
+    if workers > 1:
+        reuseport.serve(config)  # one listening socket per worker: streams spread evenly
+    else:
+        uvicorn.Server(config).run()
 
 
 @app.command()

@@ -17,6 +17,7 @@ settled here, once:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
@@ -31,31 +33,39 @@ from gateway import sqlite_driver
 from gateway.regex import sqlite_regexp
 
 MIGRATION_LOCK_KEY = 0x6761_7465_7761_79  # "gateway" as a PostgreSQL advisory lock key
-_WRITE_OPTION = "gateway_write"
 SQLITE_LOWER = "gateway_lower"
 """A Unicode `lower()` for SQLite, registered on every connection (see `gateway.filters.sql`)."""
 _WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 """Each SQLite engine's queue of writers (`writer_turn`); keyed by engine, so engines never share one."""
+_ONE_HOP: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""The SQLite engines whose connections are `sqlite_driver.OneHopConnection`s."""
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`, with the per-dialect settings the gateway relies on."""
     if url.startswith("sqlite"):
         parsed = make_url(url)
-        if not parsed.query:  # plain file or memory: one hop per statement (see gateway/sqlite_driver.py)
-            kwargs.setdefault(
-                "async_creator", sqlite_driver.connector(parsed.database or ":memory:", timeout=30)
-            )
+        one_hop = not parsed.query and "async_creator" not in kwargs
+        if one_hop:  # plain file or memory: one hop per statement (see gateway/sqlite_driver.py)
+            kwargs["async_creator"] = sqlite_driver.connector(parsed.database or ":memory:", timeout=30)
         kwargs.setdefault("pool_reset_on_return", None)  # `_on_reset` below rolls back only what is open
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         _WRITER_QUEUES[engine.sync_engine] = asyncio.Lock()
+        if one_hop:
+            _ONE_HOP.add(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def uses_one_hop_driver(engine: AsyncEngine) -> bool:
+    """Whether `engine`'s connections are `sqlite_driver.OneHopConnection`s, which can run a whole
+    function on the connection's thread (`OneHopConnection.run`)."""
+    return engine.sync_engine in _ONE_HOP
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -85,8 +95,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        driver = connection.connection.driver_connection
+        if driver is not None and driver.in_transaction:
+            return  # inside `write_transaction`, which began it on the driver
+        connection.exec_driver_sql("BEGIN")
 
 
 def _unicode_lower(value: Any) -> Any:
@@ -108,10 +120,46 @@ async def writer_turn(engine: AsyncEngine) -> AsyncIterator[None]:
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that will write: committed on success, rolled back on any exception."""
-    async with writer_turn(engine), engine.connect() as connection:
-        connection = await connection.execution_options(**{_WRITE_OPTION: True})
-        async with connection.begin():
+    if is_sqlite(engine):
+        async with writer_turn(engine), engine.connect() as connection, _sqlite_transaction(connection):
             yield connection
+        return
+    async with engine.connect() as connection, connection.begin():
+        yield connection
+
+
+@asynccontextmanager
+async def _sqlite_transaction(connection: AsyncConnection) -> AsyncIterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT sent to aiosqlite directly, one hop each.
+
+    Through SQLAlchemy's `begin()` (the "begin" event, its execution context, the commit and the close) an
+    empty write transaction cost ~430 us of CPU, as much as a create's two statements (loadtests/RESULTS.md,
+    issue 16), whose statements go to the driver too. A statement of SQLAlchemy's inside it autobegins
+    SQLAlchemy's own transaction (the "begin" hook sends no BEGIN: SQLite is in one); SQLAlchemy then
+    commits or rolls back, so that it does not roll back again at close.
+    """
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    await _driver_statement(driver, "BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if connection.in_transaction():
+            await connection.rollback()
+        elif driver.in_transaction:
+            await _driver_statement(driver, "ROLLBACK")
+        raise
+    if connection.in_transaction():
+        await connection.commit()
+    else:
+        await _driver_statement(driver, "COMMIT")
+
+
+async def _driver_statement(driver: Any, sql: str) -> None:
+    try:
+        await driver.execute_fetchall(sql)
+    except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError for a closed connection
+        raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 @asynccontextmanager

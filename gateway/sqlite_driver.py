@@ -16,10 +16,11 @@ import functools
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
+_T = TypeVar("_T")
 _Outcome = tuple[list[Any], Any, int, int | None]
 """rows, description, rowcount, lastrowid"""
 
@@ -86,9 +87,9 @@ class OneHopConnection(aiosqlite.Connection):
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
 
-    async def run(self, function: Callable[..., _Outcome], *args: Any) -> _Outcome:
-        """`function(sqlite3_connection, *args)` on the connection's thread."""
-        outcome: _Outcome = await self._execute(lambda: function(self._conn, *args))  # type: ignore[no-untyped-call]
+    async def run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """`function(sqlite3_connection, *args)` on the connection's thread, in one hop."""
+        outcome: _T = await self._execute(lambda: function(self._conn, *args))  # type: ignore[no-untyped-call]
         return outcome
 
 

@@ -31,6 +31,12 @@ from loadtests.gatewayproc import GatewayConfig, free_port, gateway
 
 PEERS = Path(__file__).resolve().parent / "peers"
 SERVERS = ("gateway", "lb3", "nchan", "nchan-redis")
+MORE_SERVERS = ("gateway-2w", "gateway-nginx", "gateway-base")
+"""`gateway-2w`: one server of two workers (`--workers 2`, one SO_REUSEPORT socket each); `gateway-nginx`:
+the gateway behind deploy/nginx.conf (one nginx worker; its CPU counts as the server's); `gateway-base`: the
+tree given by `--gateway-src` (A/B)."""
+SATURATION_P99_MS = 100.0
+SATURATION_WRITERS = (1, 2, 4, 8, 16, 32, 64)
 NCHAN_REDIS = "upstream nchan_redis {{ nchan_redis_server {url}; }}"
 NCHAN_STORE = "nchan_redis_pass nchan_redis;"
 
@@ -104,10 +110,16 @@ def server(name: str, redis: tuple[str, int], args: argparse.Namespace) -> Itera
     url = f"http://127.0.0.1:{port}"
     if name.startswith("gateway"):
         source = args.gateway_src if name == "gateway-base" else None
-        config = GatewayConfig(broker=args.gateway_broker, redis_url=redis_url, source=source)
+        broker = "redis" if name == "gateway-2w" else args.gateway_broker
+        workers = 2 if name == "gateway-2w" else 1
+        config = GatewayConfig(broker=broker, redis_url=redis_url, source=source, workers=workers)
         with gateway(config) as running:
-            extra = [redis_pid] if args.gateway_broker == "redis" else []
-            yield Running(running.url, running.pids + extra)
+            extra = [redis_pid] if broker == "redis" else []
+            if name != "gateway-nginx":
+                yield Running(running.url, running.pids + extra)
+            else:
+                with deploy_nginx(running.url) as proxied:
+                    yield Running(proxied.url, proxied.pids + running.pids + extra)
     elif name == "lb3":
         directory = Path(
             subprocess.check_output(
@@ -137,7 +149,25 @@ def server(name: str, redis: tuple[str, int], args: argparse.Namespace) -> Itera
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     else:
-        raise ValueError(f"unknown server {name!r}; one of {', '.join(SERVERS)}, gateway-base")
+        raise ValueError(f"unknown server {name!r}; one of {', '.join(SERVERS + MORE_SERVERS)}")
+
+
+@contextlib.contextmanager
+def deploy_nginx(upstream: str) -> Iterator[Running]:
+    """deploy/nginx.conf (rendered as tests/deploy does: ports and paths only) in front of `upstream`."""
+    from tests.deploy.harness import render_nginx_conf
+
+    directory = Path(tempfile.mkdtemp(prefix="gwpeer-deploy-nginx-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    conf = render_nginx_conf(port=port, upstreams=[upstream.removeprefix("http://")], directory=directory)
+    (directory / "nginx.conf").write_text(conf)
+    try:
+        command = ["nginx", "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"]
+        with _process(command, url, directory) as running:
+            yield running
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _warm_up(url: str) -> None:
@@ -164,6 +194,7 @@ def measure(
             "events": events,
             "writers": writers,
             "readerProcs": args.reader_procs,
+            "writerProcs": min(writers, args.writer_procs),
         }
         probe = subprocess.Popen(
             ["node", str(PEERS / "probe.js")],
@@ -241,13 +272,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help="comma-separated, of: %(default)s, gateway-base"
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, of: %(default)s, {', '.join(MORE_SERVERS)}",
     )
     parser.add_argument(
         "--scenario", action="append", help="READERSxEVENTS[xWRITERS]; repeatable (default 200x200, 1000x50)"
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reader-procs", type=int, default=2, help="probe processes holding the streams")
+    parser.add_argument(
+        "--writer-procs", type=int, default=2, help="probe processes sharing the POST connections"
+    )
+    parser.add_argument(
+        "--saturate",
+        action="store_true",
+        help=f"per scenario READERSxEVENTS, raise the POST connections ({', '.join(map(str, SATURATION_WRITERS))})"
+        f" until p99 commit->reader passes {SATURATION_P99_MS:.0f} ms; report the most deliveries/s below it",
+    )
     parser.add_argument("--gateway-broker", choices=("memory", "redis"), default="redis")
     parser.add_argument("--gateway-src", type=Path, help="the gateway tree run as server gateway-base (A/B)")
     parser.add_argument(
@@ -255,6 +297,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json-out", type=Path, help="append every run's report here, one JSON line each")
     return parser.parse_args(argv)
+
+
+def saturate(
+    name: str, readers: int, events: int, redis: tuple[str, int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Raise the POST connections until p99 commit->reader passes the bound (or deliveries go missing);
+    the run with the most deliveries/s within it, with every step's report."""
+    steps = []
+    best: dict[str, Any] | None = None
+    for writers in SATURATION_WRITERS:
+        report = measure(name, readers, events, writers, redis, args)
+        _log(report, f"saturate:{readers}x{events}", args)
+        steps.append({"writers": writers, **report})
+        within = report["latencyMs"]["p99"] <= SATURATION_P99_MS and _value(report, "received") >= 0.999
+        if not within:
+            break
+        if best is None or report["deliveriesPerSecond"] > best["deliveriesPerSecond"]:
+            best = {"writers": writers, **report}
+    if best is None:
+        best = {**steps[0], "writers": 0, "deliveriesPerSecond": 0.0}  # not even one connection within
+    return {
+        **best,
+        "steps": [(s["writers"], round(s["deliveriesPerSecond"]), s["latencyMs"]["p99"]) for s in steps],
+    }
+
+
+def print_saturation(scenario: str, servers: list[str], runs: dict[str, list[dict[str, Any]]]) -> None:
+    print(f"\n### saturation, {scenario}: most deliveries/s with p99 <= {SATURATION_P99_MS:.0f} ms\n")
+    print(
+        "| server | deliveries/s (median) | per round | POST connections | server cores | probe cores | other cores |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    medians = {}
+    for name in servers:
+        reports = runs[name]
+        medians[name] = statistics.median(r["deliveriesPerSecond"] for r in reports)
+
+        def cores(key: str, reports: list[dict[str, Any]] = reports) -> str:
+            return "/".join(f"{r[key] / r['windowSeconds']:.2f}" for r in reports)
+
+        per_round = ", ".join(f"{r['deliveriesPerSecond']:,.0f}" for r in reports)
+        connections = ", ".join(str(r["writers"]) for r in reports)
+        others = "/".join(f"{r['otherCoresUsed']:.2f}" for r in reports)
+        print(
+            f"| {name} | {medians[name]:,.0f} | {per_round} | {connections} | {cores('serverCpuSeconds')} | "
+            f"{cores('probeCpuSeconds')} | {others} |"
+        )
+    for a, b in (("gateway", "lb3"), ("gateway", "nchan-redis"), ("gateway-2w", "gateway")):
+        if a in medians and b in medians and medians[b]:
+            print(f"\n{a} / {b}: {medians[a] / medians[b]:.2f}x", end="")
+    print()
+
+
+def _log(report: dict[str, Any], scenario: str, args: argparse.Namespace) -> None:
+    print(json.dumps(report), file=sys.stderr, flush=True)
+    if args.json_out is not None:
+        with args.json_out.open("a") as out:
+            out.write(json.dumps({"scenario": scenario, **report}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,13 +369,16 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
                 for name in order:
-                    report = measure(name, readers, events, writers, redis, args)
-                    runs[name].append(report)
-                    print(json.dumps(report), file=sys.stderr, flush=True)
-                    if args.json_out is not None:
-                        with args.json_out.open("a") as out:
-                            out.write(json.dumps({"scenario": scenario, **report}) + "\n")
-            print_table(scenario, servers, runs)
+                    if args.saturate:
+                        runs[name].append(saturate(name, readers, events, redis, args))
+                    else:
+                        report = measure(name, readers, events, writers, redis, args)
+                        _log(report, scenario, args)
+                        runs[name].append(report)
+            if args.saturate:
+                print_saturation(scenario, servers, runs)
+            else:
+                print_table(scenario, servers, runs)
     return 0
 
 

@@ -73,11 +73,14 @@ async def record_changes(
     connection: AsyncConnection, table: Table, stream: str, changes: Sequence[Change]
 ) -> None:
     """Insert `changes` into the outbox inside the caller's transaction, in order."""
-    if not changes:
-        return
+    if changes:
+        await outbox_driver.insert(connection, table, outbox_rows(stream, changes))
+
+
+def outbox_rows(stream: str, changes: Sequence[Change]) -> list[outbox_driver.OutboxRow]:
+    """The outbox rows of `changes`, each encoded once, committed now."""
     now = time.time()
-    rows = [(stream, change.encode(), change.encode_before(), now) for change in changes]
-    await outbox_driver.insert(connection, table, rows)
+    return [(stream, change.encode(), change.encode_before(), now) for change in changes]
 
 
 async def pending(connection: AsyncConnection, table: Table, stream: str, limit: int) -> list[Record]:

@@ -12,14 +12,16 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.changes import change as changes
+from gateway.changes import sqlite_create
 from gateway.changes.change import Change
 from gateway.changes.outbox import record_changes
-from gateway.database import write_transaction
+from gateway.changes.row_insert import insert_returning
+from gateway.database import uses_one_hop_driver, write_transaction
 from gateway.filters import And, Where, where_clause
 from gateway.models.definition import ModelDef
 from gateway.models.rows import to_json_row
@@ -71,6 +73,14 @@ class ModelWrites:
     async def create(self, bodies: Sequence[Mapping[str, Any]]) -> list[Row]:
         """Create one row per body, all or none."""
         values = [build_values(self.model, body, allow_id=not self.model.force_id) for body in bodies]
+        if uses_one_hop_driver(self.engine):
+            try:
+                created = await sqlite_create.create(self.engine, self.model, self.table, self.outbox, values)
+            except sqlite_create.DuplicateRow as exc:
+                raise self._duplicate(exc.values) from None
+            if created:
+                await self._committed(self.model.stream)
+            return created
         rows: list[Row] = []
         async with self._transaction() as tx:
             for row_values in values:
@@ -175,13 +185,14 @@ class ModelWrites:
 
     async def _insert(self, connection: AsyncConnection, values: Mapping[str, Any]) -> Row:
         try:
-            result = await connection.execute(insert(self.table).values(**values).returning(*self.table.c))
+            stored = await insert_returning(connection, self.table, values)
         except IntegrityError:
-            id_value = values.get(self.model.id_name)
-            raise WriteRejected(
-                409, f"Duplicate entry for {self.model.name}.{self.model.id_name} {id_value}"
-            ) from None
-        return to_json_row(self.model, result.one()._mapping)
+            raise self._duplicate(values) from None
+        return to_json_row(self.model, stored)
+
+    def _duplicate(self, values: Mapping[str, Any]) -> WriteRejected:
+        id_value = values.get(self.model.id_name)
+        return WriteRejected(409, f"Duplicate entry for {self.model.name}.{self.model.id_name} {id_value}")
 
     async def _update_rows(
         self,

@@ -3,7 +3,8 @@
 // children that each hold a share of READERS streams, and one writer child that sends EVENTS POSTs over
 // WRITERS keep-alive connections, each connection sequential (the next POST once the last answered). Every
 // POST's `title` is its send time in microseconds of wall clock, so a reader's receive time minus it is the
-// commit->reader latency, whoever the server is. Protocol with the harness (peers_bench.py): the probe
+// commit->reader latency, whoever the server is. WRITER_PROCS processes (default 1) share the EVENTS and the
+// WRITERS connections, so that raising the POST concurrency does not saturate one Node process. Protocol with the harness (peers_bench.py): the probe
 // prints `OPEN` once every stream has its response headers, waits for a line on stdin before writing, and
 // prints `DONE <json>` at the end, with its own CPU from then on (all its processes), so a saturated probe
 // is visible.
@@ -140,7 +141,7 @@ function main() {
     const posts = written.latencies.sort((a, b) => a - b);
     const windowS = (Math.max(lastDelivery, written.ended) - written.started) / 1e6;
     const report = {
-      readers, events, writers: cfg.writers ?? 1, readerProcs: procs,
+      readers, events, writers: cfg.writers ?? 1, readerProcs: procs, writerProcs: cfg.writerProcs ?? 1,
       deliveries: latencies.length, expected: readers * events, errors, postsFailed: written.failed,
       windowSeconds: windowS, deliveriesPerSecond: latencies.length / windowS,
       latencyMs: {p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: percentile(latencies, 100)},
@@ -155,14 +156,32 @@ function main() {
   const startWriting = () => {
     mainCpuAtGo = cpuSeconds();
     for (const child of children) child.send({type: 'go'});
-    const w = spawn('writer', {events, writers: cfg.writers ?? 1});
-    children.push(w);
-    w.on('message', (message) => {
-      written = message;
+    const writerChildren = [];
+    const parts = [];
+    const writers = cfg.writers ?? 1;
+    const writerProcs = Math.max(1, Math.min(cfg.writerProcs ?? 1, writers));
+    const onWritten = (message) => {
+      parts.push(message);
+      if (parts.length < writerProcs) return;
+      written = {
+        latencies: parts.flatMap((part) => part.latencies),
+        failed: parts.reduce((sum, part) => sum + part.failed, 0),
+        started: Math.min(...parts.map((part) => part.started)),
+        ended: Math.max(...parts.map((part) => part.ended)),
+        cpu: parts.reduce((sum, part) => sum + part.cpu, 0),
+      };
       if (readers === 0 || events === 0 || results.length === procs) return finish();
       // Give the last deliveries a generous while, then take what arrived.
-      setTimeout(() => children.forEach((c) => c !== w && c.connected && c.send({type: 'stop'})), cfg.graceMs ?? 15000);
-    });
+      const stop = () => children.forEach((c) => !writerChildren.includes(c) && c.connected && c.send({type: 'stop'}));
+      setTimeout(stop, cfg.graceMs ?? 15000);
+    };
+    for (let p = 0; p < writerProcs; p++) {
+      const share = (total) => Math.floor(total / writerProcs) + (p < total % writerProcs ? 1 : 0);
+      const w = spawn('writer', {events: share(events), writers: share(writers)});
+      children.push(w);
+      writerChildren.push(w);
+      w.on('message', onWritten);
+    }
   };
   const onReaderMessage = (message) => {
     if (message.type === 'open' && ++opened === procs) {

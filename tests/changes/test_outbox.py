@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from gateway.broker.base import Entry
 from gateway.changes import change as changes
+from gateway.changes import sqlite_create
 from gateway.changes import writes as writes_module
 from gateway.changes.outbox import OUTBOX_TABLE, record_changes
 from gateway.changes.outbox_driver import SQLITE_ROWS_PER_INSERT
@@ -104,6 +105,11 @@ async def test_failed_writes_publish_nothing(
             raise RuntimeError("the outbox insert failed")
 
         monkeypatch.setattr(writes_module, "record_changes", broken)
+
+        def broken_in_thread(*_args: Any) -> None:  # SQLite's one-hop create builds them on its thread
+            raise RuntimeError("the outbox insert failed")
+
+        monkeypatch.setattr(sqlite_create, "outbox_rows", broken_in_thread)
         with pytest.raises(RuntimeError, match="outbox insert failed"):
             await gateway.gateway.apis[STREAM].writes.create([{"title": "rolled back"}])
         with pytest.raises(RuntimeError, match="outbox insert failed"):
