@@ -231,15 +231,20 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         )
     )
     root = settings.rest_root
+    served: dict[str, tuple[APIRouter, ...]] = {}
     for model in gateway.registry.models:
-        app.include_router(model_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
-        app.include_router(relation_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
+        served[model.name] = (
+            model_router(gateway.apis[model.name]),
+            relation_router(gateway.apis[model.name]),
+        )
+        for router in served[model.name]:
+            app.include_router(router, prefix=f"{root}/{model.plural}")
     for model in gateway.registry.models:
-        app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
+        app.include_router(unknown_route_router(model, served[model.name]), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)
     app.include_router(web_router(gateway.registry, rest_root=root, page=settings.page))
     app.include_router(_unknown_model_router(), prefix=root)
-    _install_openapi(app, gateway.registry, root)
+    _install_openapi(app, gateway.registry, root, settings.max_page_size)
     return app
 
 
@@ -259,13 +264,13 @@ def _quiet_cut_offs() -> None:
         server_log.addFilter(CutOffLogFilter())
 
 
-def _install_openapi(app: FastAPI, registry: Registry, rest_root: str) -> None:
+def _install_openapi(app: FastAPI, registry: Registry, rest_root: str, max_page_size: int) -> None:
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version="1", routes=app.routes)
             schema.setdefault("paths", {}).update(openapi_paths(rest_root, registry.models))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                model_schemas(registry.models)
+                model_schemas(registry.models, max_page_size)
             )
             complete_error_responses(schema, rest_root)
             app.openapi_schema = schema
