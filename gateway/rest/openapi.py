@@ -30,28 +30,6 @@ _PARAMETER_DOCS = {
 }
 
 
-_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
-WHERE_SCHEMA: dict[str, Any] = {"type": "object"}
-FILTER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "where": WHERE_SCHEMA,
-        "order": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-        "limit": _COUNT,
-        "skip": _COUNT,
-        "offset": _COUNT,
-        "fields": {
-            "oneOf": [
-                {"type": "array", "items": {"type": "string"}},
-                {"type": "object", "additionalProperties": {"type": "boolean"}},
-            ]
-        },
-    },
-}
-"""The shape of a filter argument, for the change streams' `options` (the model routes use the exact
-per-model schemas of `gateway.rest.filter_schema`)."""
-
-
 def json_parameter(name: str, description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
     """A query parameter whose value is JSON (OpenAPI's `content` form), as LoopBack's object arguments."""
     return {
