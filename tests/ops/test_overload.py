@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.broker.factory import PoolLimits, broker_from_url
 from gateway.config import Settings
 from tests.conftest import EXAMPLE_MODELS
 from tests.redis_server import RedisServers
@@ -115,3 +116,19 @@ async def test_a_read_whose_position_redis_cannot_give_is_a_loud_503(
             "gateway_broker_unavailable_total", {"operation": "position"}
         )
         assert unavailable == 3
+
+
+async def test_a_redis_cluster_pool_waits_for_a_free_connection_instead_of_failing(
+    redis_servers: RedisServers, redis_prefix: str
+) -> None:
+    """redis-py's cluster pool raises `MaxConnectionsError` at once when a node's connections are taken;
+    the gateway's waits (up to the pool timeout), so 200 concurrent reads through 4 connections all answer."""
+    nodes = redis_servers.cluster(masters=3)
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+    broker = broker_from_url(url, prefix=redis_prefix, pool=PoolLimits(max_connections=4, timeout=10))
+    try:
+        heads = await asyncio.gather(*(broker.head("todos") for _ in range(200)))
+        assert len(heads) == 200
+        assert len({head.epoch for head in heads}) == 1
+    finally:
+        await broker.aclose()
