@@ -30,6 +30,7 @@ from gateway.fanout.hub import Hub, HubSettings
 from gateway.models.definition import Registry
 from gateway.models.loader import load_registry
 from gateway.models.tables import ModelTables, build_tables
+from gateway.ops import httpguard
 from gateway.ops.drain import Drain
 from gateway.ops.health import health_router
 from gateway.ops.metrics import Metrics
@@ -90,7 +91,7 @@ class Gateway:
         """Why this worker takes no new stream right now, if it does not."""
         if self.drain.draining:
             return "this worker is shutting down; reconnect"
-        if self.hub.count >= self.settings.max_connections:
+        if self.hub.count + httpguard.CAPACITY.incomplete >= self.settings.max_connections:
             return f"this worker holds its maximum of {self.settings.max_connections} streams; reconnect"
         return None
 
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     """The ASGI application for `settings` (read from the environment when omitted)."""
     settings = settings or load_settings()
     gateway = build_gateway(settings)
+    httpguard.CAPACITY.streams = lambda: gateway.hub.count  # streams and slow requests share the limit
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
