@@ -32,6 +32,8 @@ _LIKE_OPS: Final = frozenset({Op.LIKE, Op.NLIKE, Op.ILIKE, Op.NILIKE})
 _REGEXP_FLAGS: Final = frozenset("igm")
 MAX_CONDITIONS: Final = 256
 """Property conditions in one `where` (SQLite refuses an expression tree 1,000 terms deep)."""
+MAX_ORDER_TERMS: Final = 64
+"""Terms of one `order` (SQLite refuses an ORDER BY of more than 999)."""
 
 _Invalid: TypeAlias = Callable[[str], FilterError]
 """Builds the error for the clause being parsed, given the reason."""
@@ -104,6 +106,8 @@ def parse_order(model: ModelDef, raw: Any) -> tuple[OrderBy, ...]:
                 descending = word == "DESC"
             _filterable(model, name)
             order.append(OrderBy(name, descending))
+            if len(order) > MAX_ORDER_TERMS:
+                raise FilterError(f"The order has more than {MAX_ORDER_TERMS} terms")
     return tuple(order)
 
 

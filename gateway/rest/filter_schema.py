@@ -5,8 +5,8 @@ generated client (or schemathesis' positive/negative data checks) can rely on th
 filterable property names and no others, the operators each takes, the value types each coerces (the
 bracket form's strings included: `"true"`, `"12"`), `order` tokens, `limit`/`skip` ranges (the page size
 for `find`), `fields`, and `include` with the model's relations and their scopes. What JSON Schema cannot
-say (whether a `regexp` pattern compiles under RE2, the 256-condition and nesting limits of README's
-Limits) stays a 400 and is written down where the fuzzing narrows its checks (tests/schemathesis.toml).
+say (whether a `regexp` pattern compiles under RE2, the condition, `order` term and nesting limits of
+README's Limits) stays a 400, written down where the fuzzing narrows its checks (tests/fuzzing_hooks.py).
 """
 
 from __future__ import annotations

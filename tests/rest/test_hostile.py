@@ -144,6 +144,30 @@ ATTACKS: dict[str, Attack] = {
         {"params": {"filter": '{"where":{"title":{"inq":[1' + "0" * 400 + "]}}}"}},
         400,
     ),
+    "lone-surrogate-in-a-filter-value": (
+        "GET",
+        "/api/Todos",
+        {"params": {"filter": '{"where":{"title":"\\ud800"}}'}},
+        400,
+    ),
+    "lone-surrogate-in-a-property-name": (
+        "GET",
+        "/api/Todos/count",
+        {"params": {"where": '{"\\udfff":1}'}},
+        400,
+    ),
+    "lone-surrogate-in-stream-options": (
+        "GET",
+        "/api/Todos/change-stream",
+        {"params": {"options": '{"where":{"title":"\\ud800"}}'}},
+        400,
+    ),
+    "order-of-3000-terms": (
+        "GET",
+        "/api/Todos",
+        {"params": {"filter": json.dumps({"order": "id," * 3000})}},
+        400,
+    ),
     "body-number-of-5000-digits": (
         "POST",
         "/api/Todos",
