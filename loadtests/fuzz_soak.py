@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from tests.conftest import EXAMPLE_MODELS
-from tests.fuzzing import fuzz_env, st_command
+from tests.fuzzing import fuzz_env, st_command, st_env
 from tests.server import GatewayProcess
 
 
@@ -36,7 +36,9 @@ def soak_round(args: argparse.Namespace, seed: int, auth: bool, directory: Path)
     started = time.monotonic()
     with GatewayProcess(env, log_path=directory / "gateway.log") as gateway:
         command = st_command(gateway.url, seed=seed, examples=args.examples, report=report, auth=auth)
-        result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=directory)
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, cwd=directory, env=st_env()
+        )
     summary = [
         line for line in result.stdout.splitlines() if "generated" in line or "failure" in line.lower()
     ]
