@@ -366,21 +366,24 @@ def unknown_route_router(model: ModelDef, served: tuple[APIRouter, ...]) -> APIR
     README, Compatibility), else LoopBack's 404 for a path under the model that no method handles."""
     router = APIRouter(include_in_schema=False)
 
-    async def no_method(request: Request, rest: str = "") -> Response:
-        path = f"/{rest}" if rest else ""
-        allowed = allowed_methods(served, path)
-        if path == STREAM_PATH:
-            allowed = sorted({*allowed, *STREAM_METHODS})
-        if allowed:
-            raise LoopBackError(
+    def no_method(request: Request, path: str) -> LoopBackError:
+        allowed = list(STREAM_METHODS) if path == STREAM_PATH else allowed_methods(served, path)
+        if allowed and request.method not in allowed:
+            return LoopBackError(
                 405,
-                f'Shared class "{model.name}" handles /{rest} only with {", ".join(allowed)}',
+                f'Shared class "{model.name}" handles {path or "/"} only with {", ".join(allowed)}',
                 headers={"Allow": ", ".join(allowed)},
             )
-        raise LoopBackError(
-            404, f'Shared class "{model.name}" has no method handling {request.method} /{rest}'
+        return LoopBackError(
+            404, f'Shared class "{model.name}" has no method handling {request.method} {path or "/"}'
         )
 
-    router.add_api_route("", no_method, methods=ALL_METHODS)
-    router.add_api_route("/{rest:path}", no_method, methods=ALL_METHODS)
+    async def at_root(request: Request) -> Response:
+        raise no_method(request, "")
+
+    async def below(request: Request, rest: str) -> Response:
+        raise no_method(request, f"/{rest}")
+
+    router.add_api_route("", at_root, methods=ALL_METHODS)
+    router.add_api_route("/{rest:path}", below, methods=ALL_METHODS)
     return router

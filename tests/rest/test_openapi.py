@@ -119,10 +119,12 @@ async def test_a_method_no_route_of_a_model_path_handles_is_a_405_with_allow(
         ("DELETE", "/api/Todos", "GET, PATCH, POST, PUT"),
         ("POST", "/api/Todos/count", "GET"),  # a literal route's path is not an {id}
         ("PUT", "/api/Todos/1/exists", "GET"),
+        ("OPTIONS", "/api/Todos/change-stream", "GET, POST"),  # the stream's path is not an {id}
     ]:
         reply = await client.request(method, path)
         assert (reply.status_code, reply.headers.get("allow")) == (405, allow), (method, path)
         assert reply.json()["error"]["statusCode"] == 405
-    nowhere = await client.put("/api/Todos/1/nope")
-    assert nowhere.status_code == 404  # no route has the path: LoopBack's 404
-    assert "allow" not in nowhere.headers
+    for method, path in [("PUT", "/api/Todos/1/nope"), ("GET", "/api/Todos/")]:
+        nowhere = await client.request(method, path)
+        assert nowhere.status_code == 404, path  # no route has the path: LoopBack's 404
+        assert "allow" not in nowhere.headers
