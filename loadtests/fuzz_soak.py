@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -39,14 +40,18 @@ def soak_round(args: argparse.Namespace, seed: int, auth: bool, directory: Path)
         result = subprocess.run(
             command, capture_output=True, text=True, check=False, cwd=directory, env=st_env()
         )
-    summary = [
-        line for line in result.stdout.splitlines() if "generated" in line or "failure" in line.lower()
-    ]
+    lines = result.stdout.splitlines()
+    generated = [line.strip() for line in lines if " generated" in line]
+    failures = [line.strip() for line in lines if line.strip().startswith("\u274c ST")]
+    log = (directory / "gateway.log").read_text(errors="replace")
+    server_errors = len(re.findall(r" status=5\d\d ", log))  # the gateway's own request log
     print(
-        f"seed {seed} auth {'on' if auth else 'off'}: exit {result.returncode} in {time.monotonic() - started:.0f} s"
+        f"seed {seed} auth {'on' if auth else 'off'}: exit {result.returncode} in "
+        f"{time.monotonic() - started:.0f} s; {generated[-1] if generated else 'no summary'}; "
+        f"5xx in the gateway's log: {server_errors}"
     )
-    for line in summary[-4:]:
-        print("   ", line.strip())
+    for line in failures:
+        print("   ", line)
     if result.returncode:
         print(result.stdout[-10_000:])
     return result.returncode == 0

@@ -54,7 +54,7 @@ PHASES = "examples,coverage,fuzzing,stateful"
 SHARED_SCHEMAS = ("^GET /api/[^/]+$", "^POST .*/update$", "^POST .*/upsertWithWhere$")
 """Operations (by name) whose parameters are those of cheaper ones: find's filter is findOne's but for
 its page limit, update's and upsertWithWhere's where is count's and their body patchAttributes'."""
-SUITE_STREAM_EXAMPLES = 4
+SUITE_STREAM_EXAMPLES = 3
 """Examples per stream operation in the suite: each stream that opens is read for CONFIG's timeout."""
 
 

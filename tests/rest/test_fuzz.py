@@ -4,7 +4,7 @@ on SQLite + the memory broker and on PostgreSQL + Redis, with authentication off
 Every check runs on every operation; tests/schemathesis.toml and tests/fuzzing_hooks.py narrow three of
 them where an operation promises less, each with its reason. The seed is fixed (`GATEWAY_FUZZ_SEED`,
 default 1) so that CI is reproducible. To keep the four runs near two minutes in all: `GATEWAY_FUZZ_EXAMPLES`
-(default 10 per operation); the coverage phase (every branch of every schema: the same document whatever
+(default 5 per operation); the coverage phase (every branch of every schema: the same document whatever
 the backend) runs once, on SQLite without authentication, over the operations whose schemas are not
 another's (`tests.fuzzing.st_config`); the change streams (each open one is read for a second) are fuzzed
 on PostgreSQL + Redis, with authentication off and on. The soak (loadtests/fuzz_soak.py) runs every phase
@@ -25,7 +25,7 @@ from tests.fuzzing import PHASES, fuzz_env, st_command, st_config, st_env
 from tests.server import GatewayProcess
 
 SEED = int(os.environ.get("GATEWAY_FUZZ_SEED", "1"))
-EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "5"))
 
 
 @pytest.mark.timeout(300)
