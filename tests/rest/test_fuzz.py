@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from xml.etree import ElementTree
 
+import httpx
 import pytest
 
 from tests.conftest import EXAMPLE_MODELS, DatabaseFactory
@@ -73,10 +74,13 @@ async def test_schemathesis_finds_nothing(
             cwd=tmp_path,  # schemathesis keeps its example database in the working directory
         )
         output, _ = await process.communicate()
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            ready = await client.get("/readyz")  # the worker came through it healthy
     finally:
         await asyncio.to_thread(gateway.kill)
     text = output.decode(errors="replace")
     assert process.returncode == 0, text[-20_000:]
+    assert ready.status_code == 200, ready.text
     suites = ElementTree.parse(report).getroot().iter("testsuite")
     totals = [(int(s.get("tests", 0)), int(s.get("failures", 0)), int(s.get("errors", 0))) for s in suites]
     assert sum(tests for tests, _, _ in totals) >= (21 if backend == "postgresql-redis" else 19)
