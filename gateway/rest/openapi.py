@@ -230,9 +230,11 @@ _ERROR_REASONS = {
     "403": "The model's ACLs deny this to the principal",
     "404": "No such instance (or, for /auth routes, authentication is not configured)",
     "405": "Method not allowed (the `Allow` header lists those that are)",
+    "408": "The request's headers or body took longer than GATEWAY_HEADER_TIMEOUT or GATEWAY_BODY_TIMEOUT",
     "413": "The request body is larger than GATEWAY_LIMIT_BODY_BYTES",
     "422": "The body is not a valid instance (ValidationError with details.codes and details.messages)",
     "429": "A rate or stream limit was reached; see Retry-After",
+    "431": "The request line and headers are larger than GATEWAY_MAX_HEADER_BYTES or GATEWAY_MAX_HEADERS",
     "503": "The broker or security store did not answer in time, or the worker is draining; see Retry-After",
 }
 _NOT_FOUND_ROUTES = ("/{id}", "/{id}/replace", "/findOne", "/stream-ticket", "/session")
@@ -249,7 +251,7 @@ def complete_error_responses(document: dict[str, Any], rest_root: str) -> None:
         if not model_route:
             continue
         for method, operation in operations.items():
-            statuses = ["400", "401", "403", "429", "503"]
+            statuses = ["400", "401", "403", "408", "429", "431", "503"]  # 408, 431: gateway.ops.httpguard
             if method in ("post", "put", "patch"):
                 statuses += ["404", "413", "422"]  # an upsert's id may be out of the principal's scope
             elif path.endswith(_NOT_FOUND_ROUTES) or "{id}" in path:
