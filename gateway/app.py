@@ -30,6 +30,7 @@ from gateway.fanout.hub import Hub, HubSettings
 from gateway.models.definition import Registry
 from gateway.models.loader import load_registry
 from gateway.models.tables import ModelTables, build_tables
+from gateway.ops import httpguard
 from gateway.ops.drain import Drain
 from gateway.ops.health import health_router
 from gateway.ops.metrics import Metrics, PrometheusMetrics
@@ -90,7 +91,7 @@ class Gateway:
         """Why this worker takes no new stream right now, if it does not."""
         if self.drain.draining:
             return "this worker is shutting down; reconnect"
-        if self.hub.count >= self.settings.max_connections:
+        if self.hub.count + httpguard.CAPACITY.incomplete >= self.settings.max_connections:
             return f"this worker holds its maximum of {self.settings.max_connections} streams; reconnect"
         return None
 
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     """The ASGI application for `settings` (read from the environment when omitted)."""
     settings = settings or load_settings()
     gateway = build_gateway(settings)
+    httpguard.CAPACITY.streams = lambda: gateway.hub.count  # streams and slow requests share the limit
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -231,15 +233,20 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         )
     )
     root = settings.rest_root
+    served: dict[str, tuple[APIRouter, ...]] = {}
     for model in gateway.registry.models:
-        app.include_router(model_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
-        app.include_router(relation_router(gateway.apis[model.name]), prefix=f"{root}/{model.plural}")
+        served[model.name] = (
+            model_router(gateway.apis[model.name]),
+            relation_router(gateway.apis[model.name]),
+        )
+        for router in served[model.name]:
+            app.include_router(router, prefix=f"{root}/{model.plural}")
     for model in gateway.registry.models:
-        app.include_router(unknown_route_router(model), prefix=f"{root}/{model.plural}")
+        app.include_router(unknown_route_router(model, served[model.name]), prefix=f"{root}/{model.plural}")
     install_security(app, gateway.security)
     app.include_router(web_router(gateway.registry, rest_root=root, page=settings.page))
     app.include_router(_unknown_model_router(), prefix=root)
-    _install_openapi(app, gateway.registry, root)
+    _install_openapi(app, gateway.registry, root, settings.max_page_size)
     return app
 
 
@@ -259,13 +266,13 @@ def _quiet_cut_offs() -> None:
         server_log.addFilter(CutOffLogFilter())
 
 
-def _install_openapi(app: FastAPI, registry: Registry, rest_root: str) -> None:
+def _install_openapi(app: FastAPI, registry: Registry, rest_root: str, max_page_size: int) -> None:
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version="1", routes=app.routes)
             schema.setdefault("paths", {}).update(openapi_paths(rest_root, registry.models))
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                model_schemas(registry.models)
+                model_schemas(registry.models, max_page_size)
             )
             complete_error_responses(schema, rest_root)
             app.openapi_schema = schema

@@ -39,3 +39,21 @@ def check_shape(value: Any, *, what: str, max_depth: int, max_nodes: int | None 
         if depth > max_depth:
             raise ShapeError(f"The {what} is nested deeper than {max_depth} levels")
         stack.extend((child, depth + 1) for child in children)
+
+
+def check_text(value: Any, *, what: str) -> None:
+    """Raise `ShapeError` if a string of `value` (a key or a value) is not Unicode text: JSON's `\\ud800`
+    escape decodes to a lone surrogate, which no database, encoder or log line can take."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise ShapeError(f"The {what} holds a lone surrogate (a \\u escape), not text") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -19,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from tests.conftest import EXAMPLE_MODELS
-from tests.fuzzing import fuzz_env, st_command
+from tests.fuzzing import fuzz_env, st_command, st_env
 from tests.server import GatewayProcess
 
 
@@ -36,15 +37,21 @@ def soak_round(args: argparse.Namespace, seed: int, auth: bool, directory: Path)
     started = time.monotonic()
     with GatewayProcess(env, log_path=directory / "gateway.log") as gateway:
         command = st_command(gateway.url, seed=seed, examples=args.examples, report=report, auth=auth)
-        result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=directory)
-    summary = [
-        line for line in result.stdout.splitlines() if "generated" in line or "failure" in line.lower()
-    ]
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, cwd=directory, env=st_env()
+        )
+    lines = result.stdout.splitlines()
+    generated = [line.strip() for line in lines if " generated" in line]
+    failures = [line.strip() for line in lines if line.strip().startswith("\u274c ST")]
+    log = (directory / "gateway.log").read_text(errors="replace")
+    server_errors = len(re.findall(r" status=5\d\d ", log))  # the gateway's own request log
     print(
-        f"seed {seed} auth {'on' if auth else 'off'}: exit {result.returncode} in {time.monotonic() - started:.0f} s"
+        f"seed {seed} auth {'on' if auth else 'off'}: exit {result.returncode} in "
+        f"{time.monotonic() - started:.0f} s; {generated[-1] if generated else 'no summary'}; "
+        f"5xx in the gateway's log: {server_errors}"
     )
-    for line in summary[-4:]:
-        print("   ", line.strip())
+    for line in failures:
+        print("   ", line)
     if result.returncode:
         print(result.stdout[-10_000:])
     return result.returncode == 0

@@ -1,13 +1,14 @@
 """Schemathesis (`st run`, every phase) against a real `gateway serve`: shared by the suite and the soak.
 
 The suite (tests/rest/test_fuzz.py) runs it with a fixed seed and few examples per operation; the soak
-(loadtests/fuzz_soak.py) with a random seed and many. The change-stream operations are left out of it: a
-stream never ends by itself, so every generated request would wait for its timeout; they have tests of
-their own (tests/sse, tests/rest/test_hostile.py).
+(loadtests/fuzz_soak.py) with a random seed and many. The change streams are fuzzed too: schemathesis
+reads a stream's status, headers and first frames and closes it (CONFIG's `max-stream-events` and
+`request-timeout` for them), and checks them against the document like any other reply.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,18 +16,10 @@ from pathlib import Path
 import jwt
 
 SECRET = "fuzz-secret-0123456789abcdef0123456789"
-EXCLUDED_CHECKS = {
-    "positive_data_acceptance": "the filter language (property names, operator value types, RE2 patterns, "
-    "the limits in README's Limits) is checked against the model; the document's JSON Schema for "
-    "`filter`/`where` gives its shape only, so some schema-valid filters are rightly a 400",
-    "negative_data_rejection": "the same looseness the other way: the document cannot list every filter "
-    "LoopBack accepts (unknown filter keys are ignored, as LoopBack does)",
-    "unsupported_method": "LoopBack 3 answers a method that no route of a model handles with its 404 "
-    "(`Shared class ... has no method handling`, replayed in tests/rest/test_loopback_compat.py); other "
-    "paths answer 405 with `Allow`",
-    "use_after_free": '`GET /P/{id}/exists` answers 200 `{"exists": false}` after a delete, as LoopBack does',
-}
-"""Checks left out of `--checks all`, each with the reason it cannot hold for a LoopBack-compatible API."""
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+"""Per-operation narrowing of two checks, each with its reason; every check runs on every operation."""
+HOOKS = "tests.fuzzing_hooks"
+"""The one per-parameter narrowing (RE2 patterns), loaded through SCHEMATHESIS_HOOKS."""
 
 
 def fuzz_env(
@@ -50,18 +43,60 @@ def fuzz_env(
     return env
 
 
-def st_command(url: str, *, seed: int, examples: int, report: Path, auth: bool) -> list[str]:
-    """`st run` over the whole document but the streams, every phase, every check but `EXCLUDED_CHECKS`."""
+def st_env() -> dict[str, str]:
+    """The environment `st` runs in: the hooks importable from the project's root."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": root}
+
+
+PHASES = "examples,coverage,fuzzing,stateful"
+"""Every phase; the coverage phase (deterministic: every branch of every schema) is the slow one."""
+SHARED_SCHEMAS = ("^GET /api/[^/]+$", "^POST .*/update$", "^POST .*/upsertWithWhere$")
+"""Operations (by name) whose parameters are those of cheaper ones: find's filter is findOne's but for
+its page limit, update's and upsertWithWhere's where is count's and their body patchAttributes'."""
+SUITE_STREAM_EXAMPLES = 3
+"""Examples per stream operation in the suite: each stream that opens is read for CONFIG's timeout."""
+
+
+def st_config(directory: Path, *, once: bool) -> Path:
+    """CONFIG; with `once` (the suite's bound; the soak walks everything), the coverage phase skips
+    `SHARED_SCHEMAS`, whose schemas it walks in other operations, and the streams get fewer examples."""
+    text = CONFIG.read_text()
+    if once:
+        for name in SHARED_SCHEMAS:
+            text += f'\n[[operations]]\ninclude-name-regex = "{name}"\nphases.coverage.enabled = false\n'
+        text += (
+            '\n[[operations]]\ninclude-path-regex = "/change-stream$"\n'
+            f"generation.max-examples = {SUITE_STREAM_EXAMPLES}\n"
+        )
+    config = directory / "schemathesis.toml"
+    config.write_text(text)
+    return config
+
+
+def st_command(
+    url: str,
+    *,
+    seed: int,
+    examples: int,
+    report: Path,
+    auth: bool,
+    phases: str = PHASES,
+    config: Path = CONFIG,
+    streams: bool = True,
+) -> list[str]:
+    """`st run` over the whole document (the streams too, unless `streams` is false), every check
+    (narrowed by `config`). Run it with `st_env()` as its environment."""
     command = [
         str(Path(sys.executable).with_name("st")),
+        "--config-file",
+        str(config),
         "run",
         f"{url}/openapi.json",
         "--checks",
         "all",
-        "--exclude-checks",
-        ",".join(EXCLUDED_CHECKS),
         "--phases",
-        "examples,coverage,fuzzing,stateful",
+        phases,
         "--max-examples",
         str(examples),
         "--seed",
@@ -70,13 +105,13 @@ def st_command(url: str, *, seed: int, examples: int, report: Path, auth: bool) 
         "1",
         "--request-timeout",
         "20",
-        "--exclude-path-regex",
-        "change-stream",
         "--report",
         "junit",
         "--report-junit-path",
         str(report),
     ]
+    if not streams:
+        command += ["--exclude-path-regex", "change-stream"]
     if auth:
         token = jwt.encode({"sub": "fuzzer", "exp": time.time() + 3600}, SECRET, algorithm="HS256")
         command += ["--header", f"Authorization: Bearer {token}"]

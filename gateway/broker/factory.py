@@ -15,6 +15,7 @@ Every error names the URL with its password replaced by `***`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -24,6 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import MaxConnectionsError
 
 from gateway.broker.base import Broker
 from gateway.broker.memory import MemoryBroker
@@ -56,6 +58,37 @@ class PoolLimits:
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """The Sentinel master's pool, waiting for a free connection like `BlockingConnectionPool`."""
+
+
+PUBSUB_HEADROOM = 2
+"""Connections per cluster node beyond the commands' share, for the pub/sub connection that bypasses it."""
+
+
+class WaitingRedisCluster(RedisCluster):
+    """A cluster client whose commands wait (up to `pool_timeout`) for one of `max_connections` slots.
+
+    redis-py's cluster pools per node and raises `MaxConnectionsError` at once when a node's pool is
+    empty; no pool class of its can wait. A command holds one connection of one node, so with at most
+    `max_connections` commands in flight no node's pool can run out, and the rest queue here instead. A
+    wait past `pool_timeout` is the `MaxConnectionsError` the pool would have raised (a `BrokerError`).
+    """
+
+    def __init__(self, *, max_connections: int, pool_timeout: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections + PUBSUB_HEADROOM, **kwargs)
+        self._slots = asyncio.Semaphore(max_connections)
+        self._pool_timeout = pool_timeout
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._pool_timeout)
+        except TimeoutError:
+            raise MaxConnectionsError(
+                f"no cluster connection came free within {self._pool_timeout} s"
+            ) from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._slots.release()
 
 
 def broker_from_url(
@@ -105,7 +138,6 @@ def broker_from_url(
         lease = master(lease_pool, blocking=False)
         on_close = (sentinel.aclose,)
     elif scheme == "redis+cluster":
-        # A cluster client pools per node and cannot wait for a free connection: it is sized, not blocking.
         client = _cluster(url, pool, blocking=False)
         blocking = _cluster(url, pool, blocking=True)
         lease = _cluster(url, lease_pool, blocking=False)
@@ -246,10 +278,11 @@ def _cluster(url: str, limits: PoolLimits, *, blocking: bool) -> RedisCluster:
     endpoints = _endpoints(url, 6379, ())
     if endpoints.path:
         raise ValueError(f"a Redis Cluster has no databases: drop the path of broker URL {redact_url(url)}")
-    return RedisCluster(
+    return WaitingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in endpoints.hosts],
         username=endpoints.username,
         password=endpoints.password,
         max_connections=limits.max_connections,
+        pool_timeout=limits.timeout,
         **_options(blocking=blocking),
     )

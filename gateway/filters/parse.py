@@ -22,7 +22,8 @@ from gateway.models.definition import ModelDef, PropertyDef, PropertyType
 from gateway.models.rows import MAX_SAFE_INTEGER, NUMBER_TEXT, js_number_text, parse_date
 from gateway.regex import RegexpError, compile_search
 
-_ID_RANGE: Final = (-(2**63), 2**63 - 1)
+INTEGER_ID_RANGE: Final = (-(2**63), 2**63 - 1)
+"""The values a numeric id can hold (a 64-bit integer column)."""
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,20}")
 _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
@@ -31,6 +32,8 @@ _LIKE_OPS: Final = frozenset({Op.LIKE, Op.NLIKE, Op.ILIKE, Op.NILIKE})
 _REGEXP_FLAGS: Final = frozenset("igm")
 MAX_CONDITIONS: Final = 256
 """Property conditions in one `where` (SQLite refuses an expression tree 1,000 terms deep)."""
+MAX_ORDER_TERMS: Final = 64
+"""Terms of one `order` (SQLite refuses an ORDER BY of more than 999)."""
 
 _Invalid: TypeAlias = Callable[[str], FilterError]
 """Builds the error for the clause being parsed, given the reason."""
@@ -103,6 +106,8 @@ def parse_order(model: ModelDef, raw: Any) -> tuple[OrderBy, ...]:
                 descending = word == "DESC"
             _filterable(model, name)
             order.append(OrderBy(name, descending))
+            if len(order) > MAX_ORDER_TERMS:
+                raise FilterError(f"The order has more than {MAX_ORDER_TERMS} terms")
     return tuple(order)
 
 
@@ -249,7 +254,7 @@ def _condition(prop: PropertyDef, op: Op, raw: Any, clause: Any) -> Condition:
             raise invalid("Expected a string")
         _check_text(raw, invalid)
         if op is Op.REGEXP:
-            return Condition(prop.name, op, _regexp(raw, invalid))
+            return Condition(prop.name, op, regexp_operand(raw, invalid))
         if _ends_with_escape(raw):
             raise invalid("LIKE pattern must not end with the escape character \\")
         return Condition(prop.name, op, raw)
@@ -271,7 +276,7 @@ def _coerce(prop: PropertyDef, raw: Any, invalid: _Invalid) -> Any:
     if kind is PropertyType.STRING:
         if isinstance(raw, str):
             return _check_text(raw, invalid)
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
+        if _finite_number(raw):
             return js_number_text(raw)
         raise invalid("Expected a string")
     if kind is PropertyType.NUMBER and prop.is_id:
@@ -280,17 +285,18 @@ def _coerce(prop: PropertyDef, raw: Any, invalid: _Invalid) -> Any:
             isinstance(raw, float) and raw.is_integer()
         ):
             value = int(raw)
-        if isinstance(value, bool) or not isinstance(value, int) or not _ID_RANGE[0] <= value <= _ID_RANGE[1]:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not INTEGER_ID_RANGE[0] <= value <= INTEGER_ID_RANGE[1]
+        ):
             raise invalid("Expected an integer id")
         return value
     if kind is PropertyType.NUMBER:
-        try:
-            if isinstance(raw, str) and NUMBER_TEXT.fullmatch(raw):
-                raw = float(raw)
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw):
-                return float(raw)
-        except OverflowError:
-            pass
+        if isinstance(raw, str) and NUMBER_TEXT.fullmatch(raw):
+            raw = float(raw)
+        if _finite_number(raw):
+            return float(raw)
         raise invalid("Expected a number")
     if kind is PropertyType.BOOLEAN:
         if isinstance(raw, bool):
@@ -306,6 +312,16 @@ def _coerce(prop: PropertyDef, raw: Any, invalid: _Invalid) -> Any:
         raise invalid("Expected a date") from None
 
 
+def _finite_number(raw: Any) -> bool:
+    """A JSON number a double can hold: the query's JSON decoder gives integers of any size (10**400)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return False
+    try:
+        return math.isfinite(raw)
+    except OverflowError:
+        return False
+
+
 def _check_text(text: str, invalid: _Invalid) -> str:
     if "\x00" in text:  # PostgreSQL text cannot hold NUL; refuse it on every database alike
         raise invalid("Strings cannot contain the NUL character")
@@ -319,8 +335,9 @@ def _ends_with_escape(pattern: str) -> bool:
     return index > len(pattern)
 
 
-def _regexp(raw: str, invalid: _Invalid) -> Regexp:
-    """A JS regex literal `/pattern/flags` (flags from "igm"; only `i` matters) or a plain pattern."""
+def regexp_operand(raw: str, invalid: _Invalid = FilterError) -> Regexp:
+    """A JS regex literal `/pattern/flags` (flags from "igm"; only `i` matters) or a plain pattern; one RE2
+    cannot compile is `invalid(reason)` raised (no JSON Schema can say which, see tests/fuzzing_hooks.py)."""
     pattern, flags = raw, ""
     if raw.startswith("/") and raw.rfind("/") > 0:
         end = raw.rfind("/")

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gateway.filters.ast import FilterError
-from gateway.jsonshape import FILTER_MAX_DEPTH
+from gateway.jsonshape import FILTER_MAX_DEPTH, ShapeError, check_text
 
 DEPTH: Final = 5
 ARRAY_LIMIT: Final = 20
@@ -64,6 +64,10 @@ def object_argument(value: Any) -> dict[str, Any] | None:
             raise FilterError(f"The argument is nested deeper than {FILTER_MAX_DEPTH} levels") from None
         if value is None:
             return None
+        try:
+            check_text(value, what="argument")
+        except ShapeError as exc:
+            raise FilterError(str(exc)) from None
     if not isinstance(value, dict):
         raise FilterError(NOT_AN_OBJECT)
     return value

@@ -10,6 +10,11 @@ were all held 65 s) and takes request headers of any size (a 64 MiB header stall
   (431).
 A stream is unaffected: its request ends with its headers, and what follows is the response.
 
+A connection whose request is incomplete counts toward `GATEWAY_MAX_CONNECTIONS` with the streams
+(`CAPACITY`): while they fill it, new streams are refused as at the stream cap (200, `retry:`, end), and a
+new connection arriving at the limit makes room by closing the oldest incomplete one (a 408). A slowloris
+can thus hold at most the slots the streams leave (or `MIN_INCOMPLETE`), and never keep a client out.
+
 `gateway serve` passes `http="gateway.ops.httpguard:GuardedHttpToolsProtocol"` to uvicorn (an import path,
 so that it survives uvicorn's worker processes), and gunicorn runs `GuardedUvicornWorker`; the limits come
 from the settings of the worker process.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +42,42 @@ class HttpLimits:
     body_timeout: float
     max_header_bytes: int
     max_headers: int
+    max_connections: int = 10_000
+
+
+MIN_INCOMPLETE = 16
+"""Incomplete requests a worker lets wait even when its streams fill GATEWAY_MAX_CONNECTIONS."""
+
+
+class Capacity:
+    """This process's share of `GATEWAY_MAX_CONNECTIONS`: its streams (the app says how to count them)
+    and its connections whose request is still incomplete, oldest first."""
+
+    def __init__(self) -> None:
+        self.streams: Callable[[], int] = lambda: 0
+        self._incomplete: dict[GuardedHttpToolsProtocol, None] = {}
+
+    @property
+    def incomplete(self) -> int:
+        return len(self._incomplete)
+
+    def waiting(self, connection: GuardedHttpToolsProtocol) -> None:
+        self._incomplete[connection] = None
+
+    def done(self, connection: GuardedHttpToolsProtocol) -> None:
+        self._incomplete.pop(connection, None)
+
+    def make_room(self, limit: int) -> None:
+        """Close the oldest incomplete connections until one more fits in the slots of `limit` that the
+        streams leave (never fewer than `MIN_INCOMPLETE`: requests still arrive at the stream cap)."""
+        room = max(limit - self.streams(), MIN_INCOMPLETE)
+        while self._incomplete and self.incomplete >= room:
+            oldest = next(iter(self._incomplete))
+            oldest.refuse(b"408 Request Timeout", "The request took too long and its slot was needed")
+
+
+CAPACITY = Capacity()
+"""The process's one `Capacity` (each worker process has its own)."""
 
 
 @functools.cache
@@ -43,7 +85,11 @@ def process_limits() -> HttpLimits:
     """The limits of this worker process, read once from its settings (as `create_app()` reads them)."""
     settings = load_settings()
     return HttpLimits(
-        settings.header_timeout, settings.body_timeout, settings.max_header_bytes, settings.max_headers
+        settings.header_timeout,
+        settings.body_timeout,
+        settings.max_header_bytes,
+        settings.max_headers,
+        settings.max_connections,
     )
 
 
@@ -73,10 +119,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        CAPACITY.make_room(self._limits.max_connections)
+        CAPACITY.waiting(self)
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        CAPACITY.done(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -90,6 +139,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        CAPACITY.waiting(self)
         self._header_bytes = self._header_count = 0
         if self._deadline is None:  # a keep-alive connection's next request
             self._arm(
@@ -111,6 +161,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        CAPACITY.done(self)
         super().on_message_complete()
 
     def _count(self, size: int, fields: int) -> None:
@@ -118,7 +169,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count += fields
         limits = self._limits
         if self._header_bytes > limits.max_header_bytes or self._header_count > limits.max_headers:
-            self._refuse(
+            self.refuse(
                 b"431 Request Header Fields Too Large",
                 f"The request line and headers may hold {limits.max_header_bytes} bytes and "
                 f"{limits.max_headers} fields",
@@ -130,16 +181,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm(self, seconds: float, status: bytes, message: str) -> None:
         self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._refuse, status, message)
+        self._deadline = self.loop.call_later(seconds, self.refuse, status, message)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _refuse(self, status: bytes, message: str) -> None:
+    def refuse(self, status: bytes, message: str) -> None:
         """Answer in LoopBack's envelope unless the app already began its reply, then close."""
         self._disarm()
+        CAPACITY.done(self)
         if self.transport.is_closing():
             return
         if self.cycle is None or not self.cycle.response_started:

@@ -32,13 +32,25 @@ class RestLimits:
             raise LoopBackError(400, f"The limit parameter {flt.limit} is above the maximum page size {cap}")
         return Filter(flt.where, flt.order, cap + 1, flt.skip, flt.fields)
 
+    def beyond_page(self, flt: Filter) -> Filter | None:
+        """For a find without a `limit`, the filter of the first row past the page: if it exists, the list
+        is refused before any row of it is read (`too_large`); None when there is nothing to probe."""
+        if not self.max_page_size or flt.limit is not None:
+            return None
+        return Filter(flt.where, flt.order, 1, flt.skip + self.max_page_size, None)
+
+    def too_large(self) -> LoopBackError:
+        return LoopBackError(
+            400,
+            f"More than {self.max_page_size} rows match; ask for pages with limit and skip",
+            code="PAGE_TOO_LARGE",
+        )
+
     def check_page(self, rows: list[Any]) -> None:
+        """The page read after `beyond_page` found nothing past it: rows written in between may still
+        make it too long, which is refused too (never a list silently cut)."""
         if self.max_page_size and len(rows) > self.max_page_size:
-            raise LoopBackError(
-                400,
-                f"More than {self.max_page_size} rows match; ask for pages with limit and skip",
-                code="PAGE_TOO_LARGE",
-            )
+            raise self.too_large()
 
     def check_create(self, rows: list[Any]) -> None:
         if self.max_create_rows and len(rows) > self.max_create_rows:

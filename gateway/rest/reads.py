@@ -29,6 +29,12 @@ class ModelReads:
             rows = [to_json_row(self.model, r._mapping) for r in await connection.execute(query)]
         return [project(row, flt.fields) for row in rows]
 
+    async def has_row(self, flt: Filter) -> bool:
+        """Whether the filter selects a row, reading its id only (`RestLimits.beyond_page`'s probe)."""
+        query = apply_filter(select(self._id_column), flt, self.table, self._dialect)
+        async with read_transaction(self.engine) as connection:
+            return (await connection.execute(query)).first() is not None
+
     async def find_by_id(self, id_value: Any, fields: tuple[str, ...] | None) -> Row | None:
         async with read_transaction(self.engine) as connection:
             found = (await connection.execute(select(self.table).where(self._id_column == id_value))).first()

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 
 from gateway.broker.base import Broker, BrokerError
 from gateway.broker.continuity import Position
@@ -37,6 +38,10 @@ AccessCheck = Callable[[Request, ModelDef, str], Awaitable[Access]]
 Row = dict[str, Any]
 POSITION_HEADER = "X-Change-Stream-Position"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+STREAM_PATH = "/change-stream"
+STREAM_METHODS = ("GET", "POST")
+"""The change stream's path under a model and its methods (gateway.sse.route serves it in front of the
+routes)."""
 
 
 def json_response(content: Any, *, headers: dict[str, str] | None = None) -> Response:
@@ -169,7 +174,7 @@ def model_router(api: ModelApi) -> APIRouter:
     docs = openapi.RouteDocs(model)
 
     @router.post(
-        "", openapi_extra=docs.body(array=True), responses=docs.reply(array_or_one=True), summary="create"
+        "", openapi_extra=docs.body("create"), responses=docs.reply(array_or_one=True), summary="create"
     )
     async def create(request: Request) -> Response:
         access = await api.access(request, "create")
@@ -213,7 +218,7 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.post(
         "/upsertWithWhere",
-        openapi_extra=docs.body(where=True),
+        openapi_extra=docs.body("Changes", where=True),
         responses=docs.reply(),
         summary="upsertWithWhere",
     )
@@ -225,14 +230,14 @@ def model_router(api: ModelApi) -> APIRouter:
         body = access.row(await read_object(request))
         return json_response(await api.writes.scoped(access.scope).upsert_with_where(where, body))
 
-    @router.get("/count", openapi_extra=docs.params("where"), responses=docs.count(), summary="count")
+    @router.get("/count", openapi_extra=docs.where(), responses=docs.count(), summary="count")
     async def count(request: Request) -> Response:
         access = await api.access(request, "count")
         where = access.where(parse_where(model, api.query_argument(request, "where")))
         headers = await api.position_header()
         return json_response({"count": await api.reads.count(where)}, headers=headers)
 
-    @router.get("/findOne", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findOne")
+    @router.get("/findOne", openapi_extra=docs.filter(), responses=docs.reply(), summary="findOne")
     async def find_one(request: Request) -> Response:
         access = await api.access(request, "findOne")
         flt, inclusions = api.filter(request)
@@ -243,7 +248,9 @@ def model_router(api: ModelApi) -> APIRouter:
             raise not_found(model.name, "undefined")
         return json_response(rows[0], headers=headers)
 
-    @router.post("/update", openapi_extra=docs.body(where=True), responses=docs.count(), summary="updateAll")
+    @router.post(
+        "/update", openapi_extra=docs.body("Changes", where=True), responses=docs.count(), summary="updateAll"
+    )
     async def update_all(request: Request) -> Response:
         access = await api.access(request, "updateAll")
         raw_where = api.query_argument(request, "where")
@@ -253,11 +260,15 @@ def model_router(api: ModelApi) -> APIRouter:
         body = access.patch(await read_object(request))
         return json_response({"count": await api.writes.scoped(access.scope).update_all(where, body)})
 
-    @router.get("", openapi_extra=docs.params("filter"), responses=docs.reply(array=True), summary="find")
+    @router.get("", openapi_extra=docs.filter("Page"), responses=docs.reply(array=True), summary="find")
     async def find(request: Request) -> Response:
         access = await api.access(request, "find")
         flt, inclusions = api.filter(request)
-        flt = api.limits.page(access.filter(flt))
+        flt = access.filter(flt)
+        beyond = api.limits.beyond_page(flt)
+        if beyond is not None and await api.reads.has_row(beyond):
+            raise api.limits.too_large()
+        flt = api.limits.page(flt)
         headers = await api.position_header()
         rows = await api.find(request, flt, inclusions)
         api.limits.check_page(rows)
@@ -275,7 +286,7 @@ def model_router(api: ModelApi) -> APIRouter:
             raise not_found(model.name, id)
         return Response(b"", media_type=JSON_TYPE, headers={"Content-Length": str(len(b'{"exists":true}'))})
 
-    @router.get("/{id}", openapi_extra=docs.params("filter"), responses=docs.reply(), summary="findById")
+    @router.get("/{id}", openapi_extra=docs.filter("Id"), responses=docs.reply(), summary="findById")
     async def find_by_id(request: Request, id: str) -> Response:
         access = await api.access(request, "findById")
         id_value = api.id_or_none(id)
@@ -302,7 +313,7 @@ def model_router(api: ModelApi) -> APIRouter:
         "/{id}",
         replace_by_id,
         methods=["PUT"],
-        openapi_extra=docs.body(),
+        openapi_extra=docs.body("Replace"),
         responses=docs.reply(),
         summary="replaceById",
     )
@@ -310,12 +321,14 @@ def model_router(api: ModelApi) -> APIRouter:
         "/{id}/replace",
         replace_by_id,
         methods=["POST"],
-        openapi_extra=docs.body(),
+        openapi_extra=docs.body("Replace"),
         responses=docs.reply(),
         summary="replaceById",
     )
 
-    @router.patch("/{id}", openapi_extra=docs.body(), responses=docs.reply(), summary="patchAttributes")
+    @router.patch(
+        "/{id}", openapi_extra=docs.body("Changes"), responses=docs.reply(), summary="patchAttributes"
+    )
     async def patch_attributes(request: Request, id: str) -> Response:
         access = await api.access(request, "patchAttributes")
         body = access.patch(await read_object(request))
@@ -334,15 +347,43 @@ def model_router(api: ModelApi) -> APIRouter:
     return router
 
 
-def unknown_route_router(model: ModelDef) -> APIRouter:
-    """LoopBack's 404 for a path under a model that no method handles; mounted after everything else."""
+def allowed_methods(routers: tuple[APIRouter, ...], path: str) -> list[str]:
+    """The methods `routers` serve at `path` (relative to the prefix they are mounted at). A path that a
+    literal route matches is that route's alone (`/count` is not an `{id}`), as the OpenAPI document says."""
+    matching = [
+        route
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.path_regex.match(path)
+    ]
+    literal = [route for route in matching if "{" not in route.path]
+    return sorted({method for route in literal or matching for method in route.methods or ()})
+
+
+def unknown_route_router(model: ModelDef, served: tuple[APIRouter, ...]) -> APIRouter:
+    """Mounted after the model's routers (`served`, the change stream's methods added at its path): a 405
+    with `Allow` for a method that no route of an existing path handles (LoopBack answered 404 there;
+    README, Compatibility), else LoopBack's 404 for a path under the model that no method handles."""
     router = APIRouter(include_in_schema=False)
 
-    async def no_method(request: Request, rest: str = "") -> Response:
-        raise LoopBackError(
-            404, f'Shared class "{model.name}" has no method handling {request.method} /{rest}'
+    def no_method(request: Request, path: str) -> LoopBackError:
+        allowed = list(STREAM_METHODS) if path == STREAM_PATH else allowed_methods(served, path)
+        if allowed and request.method not in allowed:
+            return LoopBackError(
+                405,
+                f'Shared class "{model.name}" handles {path or "/"} only with {", ".join(allowed)}',
+                headers={"Allow": ", ".join(allowed)},
+            )
+        return LoopBackError(
+            404, f'Shared class "{model.name}" has no method handling {request.method} {path or "/"}'
         )
 
-    router.add_api_route("", no_method, methods=ALL_METHODS)
-    router.add_api_route("/{rest:path}", no_method, methods=ALL_METHODS)
+    async def at_root(request: Request) -> Response:
+        raise no_method(request, "")
+
+    async def below(request: Request, rest: str) -> Response:
+        raise no_method(request, f"/{rest}")
+
+    router.add_api_route("", at_root, methods=ALL_METHODS)
+    router.add_api_route("/{rest:path}", below, methods=ALL_METHODS)
     return router

@@ -43,7 +43,11 @@ def auth_router(security: Security) -> APIRouter:
         assert principal is not None  # an Authorization header either authenticates or raises
         return principal
 
-    @router.post("/stream-ticket", summary="Issue a single-use change-stream ticket")
+    @router.post(
+        "/stream-ticket",
+        summary="Issue a single-use change-stream ticket",
+        openapi_extra=_ticket_body(security),
+    )
     async def stream_ticket(request: Request) -> Response:
         principal = await bearer_principal(request)
         model = _model(security, await _model_name(request))
@@ -87,6 +91,14 @@ def auth_router(security: Security) -> APIRouter:
         return response
 
     return router
+
+
+def _ticket_body(security: Security) -> dict[str, Any]:
+    """The ticket's body in the OpenAPI document: the model, by name or plural (`?model=` does the same)."""
+    models = security.registry.models
+    names = sorted({name for model in models for name in (model.name, model.plural)})
+    schema = {"type": "object", "properties": {"model": {"enum": names}}, "required": ["model"]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def _model_name(request: Request) -> str:

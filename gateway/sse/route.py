@@ -28,7 +28,8 @@ from gateway.filters import compile_predicate, parse_fields, parse_where
 from gateway.models.definition import ModelDef
 from gateway.ops.metrics import Metrics
 from gateway.rest.errors import CLIENT_ERRORS, LoopBackError, as_loopback_error, error_response, server_error
-from gateway.rest.openapi import FILTER_SCHEMA, json_parameter
+from gateway.rest.filter_schema import options_schema
+from gateway.rest.openapi import json_parameter
 from gateway.security import StreamAccess
 from gateway.security.limits import Release
 from gateway.sse.endpoint import ChangeStreamResponse, StreamServices
@@ -46,7 +47,6 @@ DESCRIPTION = (
     '(`{"where": ..., "fields": ...}`).'
 )
 
-OPTIONS_KEYS = ("where", "fields")
 SSE_EVENT = {
     "type": "object",
     "description": "One event: `data` (a change object as JSON), `reset`, or an `id`-only bookmark",
@@ -217,18 +217,13 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
     """The change-stream routes' OpenAPI entries (they are not FastAPI routes, so FastAPI cannot list
     them)."""
     parameters = [
-        json_parameter(
-            "options",
-            'JSON such as {"where": {"done": false}, "fields": ["id", "title"]}',
-            {"type": "object", "properties": {k: FILTER_SCHEMA["properties"][k] for k in OPTIONS_KEYS}},
-            required=False,
-        ),
         {
             "name": "_format",
             "in": "query",
             "required": False,
-            "description": "`event-stream` for SSE whatever the Accept header says",
-            "schema": {"type": "string", "enum": ["event-stream"]},
+            "description": "`event-stream` for SSE whatever the Accept header says (other values are "
+            "ignored, as LoopBack does)",
+            "schema": {"type": "string"},
         },
         {
             "name": "lastEventId",
@@ -241,8 +236,9 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
             "name": "snapshot",
             "in": "query",
             "required": False,
-            "description": "The matching rows as `create` events, then `event: snapshot-end`, then live",
-            "schema": {"type": "boolean"},
+            "description": "`true` (or `1`, any case): the matching rows as `create` events, then "
+            "`event: snapshot-end`, then live; any other value is no snapshot",
+            "schema": {"type": "string"},
         },
     ]
     responses = {
@@ -265,7 +261,15 @@ def openapi_paths(rest_root: str, models: tuple[ModelDef, ...]) -> dict[str, Any
                 "summary": "createChangeStream",
                 "description": DESCRIPTION,
                 "operationId": f"{model.name}_change_stream_{method.lower()}",
-                "parameters": parameters,
+                "parameters": [
+                    json_parameter(
+                        "options",
+                        'JSON such as {"where": {"done": false}, "fields": ["id", "title"]}',
+                        options_schema(model),
+                        required=False,
+                    ),
+                    *parameters,
+                ],
                 "responses": responses,
             }
             for method in METHODS

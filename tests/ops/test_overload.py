@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.broker.factory import PoolLimits, broker_from_url
 from gateway.config import Settings
 from tests.conftest import EXAMPLE_MODELS
 from tests.redis_server import RedisServers
@@ -115,3 +116,61 @@ async def test_a_read_whose_position_redis_cannot_give_is_a_loud_503(
             "gateway_broker_unavailable_total", {"operation": "position"}
         )
         assert unavailable == 3
+
+
+async def test_a_redis_cluster_pool_waits_for_a_free_connection_instead_of_failing(
+    redis_servers: RedisServers, redis_prefix: str
+) -> None:
+    """redis-py's cluster pool raises `MaxConnectionsError` at once when a node's connections are taken;
+    the gateway's waits (up to the pool timeout), so 200 concurrent reads through 4 connections all answer."""
+    nodes = redis_servers.cluster(masters=3)
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+    broker = broker_from_url(url, prefix=redis_prefix, pool=PoolLimits(max_connections=4, timeout=10))
+    try:
+        heads = await asyncio.gather(*(broker.head("todos") for _ in range(200)))
+        assert len(heads) == 200
+        assert len({head.epoch for head in heads}) == 1
+    finally:
+        await broker.aclose()
+
+
+SLOTS = 40
+
+
+@pytest.fixture
+def small_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    env = {
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'slots.db'}",
+        "GATEWAY_MODELS": str(EXAMPLE_MODELS),
+        "GATEWAY_MAX_CONNECTIONS": str(SLOTS),
+        "GATEWAY_HEADER_TIMEOUT": "120",  # far longer than the test: only the slots can close them
+    }
+    with GatewayProcess(env, log_path=tmp_path / "gateway.log") as process:
+        yield process
+
+
+async def test_slowloris_connections_count_toward_max_connections_and_never_keep_a_client_out(
+    small_gateway: GatewayProcess,
+) -> None:
+    """Incomplete requests share GATEWAY_MAX_CONNECTIONS with the streams: a new connection at the limit
+    closes the oldest incomplete one (408), so SLOTS + 10 dribbling clients lose 10 at once (not after the
+    header timeout), and a client that sends its request whole is served, its stream included."""
+    opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(SLOTS + 10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", small_gateway.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-a: b\r\n")
+            await writer.drain()
+            opened.append((reader, writer))
+        started = time.monotonic()
+        async with asyncio.timeout(20):
+            evicted = [await reader.read() for reader, _ in opened[:10]]
+        assert all(answer.startswith(b"HTTP/1.1 408") for answer in evicted), evicted[:2]
+        print(f"10 slowloris past {SLOTS} slots closed in {time.monotonic() - started:.2f} s")
+        async with httpx.AsyncClient(base_url=small_gateway.url, timeout=20) as client:
+            assert (await client.get("/healthz")).status_code == 200
+        stream = await asyncio.wait_for(_open_stream(small_gateway.port), 20)
+        stream.close()
+    finally:
+        for _, writer in opened:
+            writer.close()

@@ -18,11 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from gateway.config import Settings
 from gateway.jsonshape import BODY_MAX_DEPTH, FILTER_MAX_DEPTH, FILTER_MAX_NODES
 from tests.conftest import EXAMPLE_MODELS
-from tests.rest.conftest import ClientFactory
+from tests.rest.conftest import ClientFactory, serve_in_process
 from tests.sse.helpers import serve
 
 
@@ -131,6 +132,42 @@ ATTACKS: dict[str, Attack] = {
         {"params": {"where": '{"priority":' + "9" * 5000 + "}"}},
         400,
     ),
+    "where-string-given-an-integer-of-400-digits": (
+        "GET",
+        "/api/Todos/count",
+        {"params": {"where": '{"title":1' + "0" * 400 + "}"}},
+        400,
+    ),
+    "inq-of-an-integer-of-400-digits": (
+        "GET",
+        "/api/Todos",
+        {"params": {"filter": '{"where":{"title":{"inq":[1' + "0" * 400 + "]}}}"}},
+        400,
+    ),
+    "lone-surrogate-in-a-filter-value": (
+        "GET",
+        "/api/Todos",
+        {"params": {"filter": '{"where":{"title":"\\ud800"}}'}},
+        400,
+    ),
+    "lone-surrogate-in-a-property-name": (
+        "GET",
+        "/api/Todos/count",
+        {"params": {"where": '{"\\udfff":1}'}},
+        400,
+    ),
+    "lone-surrogate-in-stream-options": (
+        "GET",
+        "/api/Todos/change-stream",
+        {"params": {"options": '{"where":{"title":"\\ud800"}}'}},
+        400,
+    ),
+    "order-of-3000-terms": (
+        "GET",
+        "/api/Todos",
+        {"params": {"filter": json.dumps({"order": "id," * 3000})}},
+        400,
+    ),
     "body-number-of-5000-digits": (
         "POST",
         "/api/Todos",
@@ -210,6 +247,28 @@ async def test_a_list_longer_than_the_page_size_is_refused_not_cut(gateway_facto
         ]
         assert [len(page.json()) for page in pages] == [3, 1]
         assert (await client.get("/api/Todos", params={"filter[limit]": "4"})).status_code == 400
+
+
+async def test_a_list_longer_than_the_page_size_is_refused_before_its_rows_are_read(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, models=EXAMPLE_MODELS, max_page_size=3)
+    async with serve_in_process(settings) as (client, gateway):
+        await client.post("/api/Todos", json=[{"title": f"r{n}"} for n in range(4)])
+        statements: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(gateway.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            refused = await client.get("/api/Todos")
+        finally:
+            event.remove(gateway.engine.sync_engine, "before_cursor_execute", record)
+        assert refused.json()["error"]["code"] == "PAGE_TOO_LARGE"
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert reads, statements
+        assert not [s for s in reads if "title" in s], reads  # only the id past the page was probed
 
 
 async def test_without_a_page_size_a_list_is_as_long_as_loopback_makes_it(

@@ -144,15 +144,17 @@ READS: list[tuple[str, str, int, Any]] = [
             }
         },
     ),
+    # A deliberate difference (README, Compatibility): LoopBack 3 answered this 404 `Shared class "Todo" has
+    # no method handling DELETE /`; a method that no route of an existing path handles is a 405 with `Allow`.
     (
         "DELETE",
         "/api/Todos",
-        404,
+        405,
         {
             "error": {
-                "statusCode": 404,
+                "statusCode": 405,
                 "name": "Error",
-                "message": 'Shared class "Todo" has no method handling DELETE /',
+                "message": 'Shared class "Todo" handles / only with GET, PATCH, POST, PUT',
             }
         },
     ),
