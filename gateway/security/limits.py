@@ -4,8 +4,10 @@ Counters live in the security store: Redis when Redis is the broker, so N worker
 with the memory broker. Rates are fixed one-second (writes) and one-minute (tickets) windows, keyed by the
 principal, or by the client address for anonymous requests. Open streams are a set of slots per principal;
 each worker refreshes the slots of its open streams, so slots of a worker that died lapse within
-`SLOT_TTL` seconds. A limit of 0 is no limit. A store that cannot be reached fails the request (503), never
-waves it through.
+`SLOT_TTL` seconds. A slot whose release fails (the store busy or away: 2,000 streams closing at once can
+wait past the pool's timeout) is released again in the background until it succeeds or the slot has
+lapsed, so a principal's slots come back at once, not after `SLOT_TTL`. A limit of 0 is no limit. A store
+that cannot be reached fails the request (503), never waves it through.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ log = logging.getLogger("gateway.security")
 
 SLOT_TTL = 60.0
 """Seconds a stream slot lives without a refresh; its holder refreshes every third of that."""
+
+RELEASE_RETRY_FIRST = 0.05
+RELEASE_RETRY_MAX = 2.0
+"""Seconds between retries of a failed slot release: the first, and the most after backing off."""
 
 Release = Callable[[], Awaitable[None]]
 
@@ -60,6 +66,9 @@ class Limits:
         self.tickets_per_minute = tickets_per_minute
         self._held: dict[str, set[str]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._unreleased: dict[tuple[str, str], float] = {}
+        """Slots whose release failed, by (store key, member), with the time they lapse by themselves."""
+        self._releaser: asyncio.Task[None] | None = None
 
     async def count_write(self, key: str) -> None:
         """Raise 429 when `key` made more than its writes this second."""
@@ -108,16 +117,42 @@ class Limits:
             try:
                 await self._store.release(f"streams:{key}", member)
             except StoreError as exc:
-                log.warning("cannot release a stream slot (it lapses in %.0f s): %s", SLOT_TTL, exc)
+                log.warning("cannot release a stream slot now, retrying: %s", exc)
+                self._release_later(f"streams:{key}", member)
 
         return release
 
     async def aclose(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        for task in (self._refresher, self._releaser):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refresher = self._releaser = None
+
+    def _release_later(self, store_key: str, member: str) -> None:
+        self._unreleased[(store_key, member)] = time.monotonic() + SLOT_TTL
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.create_task(self._retry_releases(), name="stream-slot-releaser")
+
+    async def _retry_releases(self) -> None:
+        """Release the failed slots again, backing off from 50 ms to 2 s while the store keeps failing."""
+        delay = RELEASE_RETRY_FIRST
+        while self._unreleased:
+            await asyncio.sleep(delay)
+            failed = False
+            for slot, lapses in list(self._unreleased.items()):
+                if time.monotonic() < lapses:
+                    try:
+                        await self._store.release(*slot)
+                    except StoreError as exc:
+                        failed = True
+                        log.debug("stream slot release retry failed: %s", exc)
+                        continue
+                else:
+                    log.warning("a stream slot could not be released before it lapsed by itself")
+                del self._unreleased[slot]
+            delay = min(delay * 2, RELEASE_RETRY_MAX) if failed else RELEASE_RETRY_FIRST
 
     async def _hit(self, key: str, window: float) -> int:
         try:
