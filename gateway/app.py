@@ -37,17 +37,18 @@ from gateway.ops.metrics import Metrics, PrometheusMetrics
 from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
 from gateway.rest.errors import LoopBackError
+from gateway.rest.head import HeadAsGet
 from gateway.rest.limits import RestLimits
 from gateway.rest.openapi import complete_error_responses, model_schemas
 from gateway.rest.plurals import PluralCaseMiddleware
 from gateway.rest.reads import ModelReads
 from gateway.rest.relation_routes import relation_router
-from gateway.rest.router import ALL_METHODS, ModelApi, model_router, unknown_route_router
+from gateway.rest.router import ALL_METHODS, STREAM_PATH, ModelApi, model_router, unknown_route_router
 from gateway.security import Security, build_security
 from gateway.security.setup import install_security, security_middleware
 from gateway.sse.endpoint import CutOffLogFilter
 from gateway.sse.multiplex import MultiplexedStreams
-from gateway.sse.route import ChangeStreamRoutes, openapi_paths
+from gateway.sse.route import ChangeStreamRoutes, openapi_paths, route_path
 from gateway.sse.snapshot import Snapshots
 from gateway.web.routes import web_router
 
@@ -165,11 +166,17 @@ class GatewayApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         """From the outside in: the request log (outside the error handlers, so a 500 is logged with its
-        id), plural spelling, the security middleware, the change streams, then FastAPI's own stack."""
+        id), plural spelling, the security middleware, the change streams, HEAD as GET, then FastAPI's own
+        stack."""
         gateway = self.gateway
         settings = gateway.settings
+        stream_paths = {f"{settings.rest_root}/{m.plural}{STREAM_PATH}" for m in gateway.registry.models}
         streams = ChangeStreamRoutes(
-            super().build_middleware_stack(),
+            HeadAsGet(
+                super().build_middleware_stack(),
+                streams=stream_paths | {f"{settings.rest_root}{STREAM_PATH}"},
+                route_path=route_path,
+            ),
             gateway.registry.models,
             rest_root=settings.rest_root,
             hub=gateway.hub,

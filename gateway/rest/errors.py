@@ -89,20 +89,21 @@ async def client_error_handler(request: Request, exc: Exception) -> Response:
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     headers = dict(exc.headers or {})
-    if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
-        headers["Allow"] = ", ".join(allowed_methods(request))
+    documented = allowed_methods(request) if exc.status_code == 405 else []
+    if documented:  # Starlette names the methods of the first route of the path only
+        headers["Allow"] = ", ".join(documented)
     error = LoopBackError(exc.status_code, str(exc.detail), headers=headers)
     return error_response(error, head=request.method == "HEAD")
 
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method the app's OpenAPI document lists for the request's path (RFC 9110's `Allow`), so that
-    the header and the document agree."""
-    methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
-        if compile_path(template)[0].match(request.url.path):
-            methods.update(method.upper() for method in operations)
-    return sorted(methods)
+    the header and the document agree; none for a path the document leaves out (`/healthz`), whose `Allow`
+    is then Starlette's."""
+    paths = request.app.openapi().get("paths", {})
+    matching = [template for template in paths if compile_path(template)[0].match(request.url.path)]
+    literal = [template for template in matching if "{" not in template]  # `/count` is not an `{id}`
+    return sorted({method.upper() for template in literal or matching for method in paths[template]})
 
 
 INVALID_REGULAR_EXPRESSION = "2201B"

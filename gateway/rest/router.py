@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.broker.base import Broker, BrokerError
 from gateway.broker.continuity import Position
@@ -281,6 +282,9 @@ def model_router(api: ModelApi) -> APIRouter:
 
     @router.head("/{id}", summary="exists (HEAD)")
     async def exists_head(request: Request, id: str) -> Response:
+        literal = STREAM_METHODS if f"/{id}" == STREAM_PATH else literal_methods(router, f"/{id}")
+        if literal:  # `/count` is not an id: a 405 naming its methods (gateway/rest/head.py answers GETs)
+            raise StarletteHTTPException(405, headers={"Allow": ", ".join(literal)})
         access = await api.access(request, "exists")
         if not await api.exists(access, api.id_or_none(id)):
             raise not_found(model.name, id)
@@ -350,14 +354,24 @@ def model_router(api: ModelApi) -> APIRouter:
 def allowed_methods(routers: tuple[APIRouter, ...], path: str) -> list[str]:
     """The methods `routers` serve at `path` (relative to the prefix they are mounted at). A path that a
     literal route matches is that route's alone (`/count` is not an `{id}`), as the OpenAPI document says."""
-    matching = [
+    matching = _matching(routers, path)
+    literal = [route for route in matching if "{" not in route.path]
+    return sorted({method for route in literal or matching for method in route.methods or ()})
+
+
+def literal_methods(router: APIRouter, path: str) -> list[str]:
+    """The methods of the routes without parameters that `path` names (`/count`: GET), else none."""
+    literal = [route for route in _matching((router,), path) if "{" not in route.path]
+    return sorted({method for route in literal for method in route.methods or ()})
+
+
+def _matching(routers: tuple[APIRouter, ...], path: str) -> list[APIRoute]:
+    return [
         route
         for router in routers
         for route in router.routes
         if isinstance(route, APIRoute) and route.path_regex.match(path)
     ]
-    literal = [route for route in matching if "{" not in route.path]
-    return sorted({method for route in literal or matching for method in route.methods or ()})
 
 
 def unknown_route_router(model: ModelDef, served: tuple[APIRouter, ...]) -> APIRouter:
