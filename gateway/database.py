@@ -170,8 +170,12 @@ async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
 
 
 async def create_tables(engine: AsyncEngine, metadata: MetaData) -> None:
-    """Create missing tables and indexes; safe to run from many workers at once."""
-    async with engine.begin() as connection:
+    """Create missing tables and indexes; safe to run from many workers at once.
+
+    On SQLite the write lock is taken first (BEGIN IMMEDIATE): a deferred transaction that read the schema
+    and then found another worker's tables written fails at once with "database is locked" (its snapshot is
+    stale, so the busy timeout does not apply), and two gunicorn workers starting together hit it."""
+    async with write_transaction(engine) as connection:
         if engine.dialect.name == "postgresql":
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await connection.run_sync(metadata.create_all)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +13,11 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from gateway.database import create_engine, write_transaction, writer_turn
-from tests.conftest import DatabaseFactory
+from gateway.changes.outbox import outbox_table
+from gateway.database import create_engine, create_tables, write_transaction, writer_turn
+from gateway.models.loader import load_registry
+from gateway.models.tables import build_tables
+from tests.conftest import EXAMPLE_MODELS, DatabaseFactory
 
 WRITERS = 8
 
@@ -88,3 +92,21 @@ async def test_postgresql_writers_do_not_queue(postgres_database: DatabaseFactor
             pass
     finally:
         await engine.dispose()
+
+
+async def test_workers_creating_the_tables_of_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Seen with two gunicorn workers: one failed to boot with "database is locked" (a deferred transaction
+    that read the schema before the other's tables were written cannot take the write lock)."""
+    registry = load_registry(EXAMPLE_MODELS)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    for _ in range(3):
+        (tmp_path / "new.db").unlink(missing_ok=True)
+        workers = [create_engine(url) for _ in range(6)]
+        metadatas = [build_tables(registry).metadata for _ in workers]
+        for metadata in metadatas:
+            outbox_table(metadata)
+        try:
+            await asyncio.gather(*(create_tables(e, m) for e, m in zip(workers, metadatas, strict=True)))
+        finally:
+            for engine in workers:
+                await engine.dispose()
