@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
+from sqlalchemy.util import await_
 
 from gateway import sqlite_driver
 from gateway.regex import sqlite_regexp
@@ -37,6 +38,8 @@ SQLITE_LOWER = "gateway_lower"
 """A Unicode `lower()` for SQLite, registered on every connection (see `gateway.filters.sql`)."""
 _WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
 """Each SQLite engine's queue of writers (`writer_turn`); keyed by engine, so engines never share one."""
+_WAL_ATTEMPTS = 300
+"""How often a new connection tries to switch its file to WAL before giving up (about 30 s in all)."""
 _ONE_HOP: weakref.WeakSet[Engine] = weakref.WeakSet()
 """The SQLite engines whose connections are `sqlite_driver.OneHopConnection`s."""
 
@@ -73,8 +76,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cursor = dbapi_connection.cursor()
+        _enable_wal(cursor)
         for pragma in (
-            "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",
             "PRAGMA busy_timeout=30000",
             "PRAGMA case_sensitive_like=ON",
@@ -99,6 +102,26 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         if driver is not None and driver.in_transaction:
             return  # inside `write_transaction`, which began it on the driver
         connection.exec_driver_sql("BEGIN")
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL (it stays so), retrying while another connection holds a lock.
+
+    The switch needs the exclusive lock, and SQLite answers "database is locked" at once, without its busy
+    handler, when a connection that is switching too holds a shared one (it would deadlock otherwise): six
+    engines opening a new file together failed one time in five. Retrying with nothing held lets it through;
+    the sleeps are the event loop's (this runs inside SQLAlchemy's greenlet), never a blocking one."""
+    delay = 0.001
+    for _ in range(_WAL_ATTEMPTS - 1):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+        await_(asyncio.sleep(delay))
+        delay = min(delay * 2, 0.1)
+    cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def _unicode_lower(value: Any) -> Any:
