@@ -41,6 +41,7 @@ from redis.typing import StreamRangeResponse, XReadResponse
 
 from gateway.broker.base import BrokerError, Entry, Lease, LeaseLost, Record, StreamHead
 from gateway.broker.continuity import ZERO_OFFSET, new_epoch, offset_key
+from gateway.tasks import cancel_and_wait
 
 RedisClient: TypeAlias = Redis | RedisCluster
 _T = TypeVar("_T")
@@ -312,11 +313,7 @@ class RedisBroker:
         self._closed = True
         if self._closing is not None and not self._closing.done():
             self._closing.set_result(None)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)  # redis-py drops the connections they were reading from
+        await cancel_and_wait(list(self._tasks))  # redis-py drops the connections they were reading from
         lease_client = () if self._lease_client is self._client else (self._lease_client.aclose(),)
         await asyncio.gather(
             self._blocking.aclose(),
@@ -336,9 +333,7 @@ class RedisBroker:
         try:
             await asyncio.wait((task, self._closing), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait((task,))
+            await cancel_and_wait([task])
         if task.cancelled():
             raise _Closed
         return task.result()

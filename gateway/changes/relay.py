@@ -32,6 +32,7 @@ from gateway.broker.base import Broker, BrokerError, Lease, LeaseLost
 from gateway.changes.outbox import backlog, delete_published, mark_published, pending
 from gateway.database import is_sqlite, read_transaction, write_transaction, writer_turn
 from gateway.ops.metrics import Metrics
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.relay")
 
@@ -144,9 +145,7 @@ class Relay:
 
     async def aclose(self) -> None:
         """Stop publishing and release every lease so another worker takes over at once."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._connection.aclose()
         for lease in list(self._leases.values()):

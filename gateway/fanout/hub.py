@@ -23,6 +23,7 @@ from gateway.fanout.reader import StreamReader
 from gateway.fanout.view import Predicate
 from gateway.models.definition import ModelDef
 from gateway.ops.metrics import Metrics
+from gateway.tasks import cancel_and_wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,7 @@ class Hub:
 
     async def aclose(self) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+            await cancel_and_wait([self._ticker])
         for reader in list(self._readers.values()):
             for group in reader.groups.values():
                 for queue in group.queues:

@@ -20,6 +20,7 @@ from gateway.fanout.group import DecodedEntry, Group, GroupKey
 from gateway.fanout.queue import DeliveryQueue, State
 from gateway.fanout.view import Predicate
 from gateway.ops.metrics import Metrics
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.fanout")
 
@@ -66,8 +67,7 @@ class StreamReader:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
 
     def group(

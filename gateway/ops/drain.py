@@ -25,6 +25,7 @@ from typing import Any
 from gateway.fanout.hub import Hub
 from gateway.fanout.queue import State
 from gateway.ops.metrics import Metrics
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.drain")
 
@@ -70,8 +71,7 @@ class Drain:
         """Restore the signal handlers and stop the sweeper."""
         self.uninstall()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+            await cancel_and_wait([self._sweeper])
             self._sweeper = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

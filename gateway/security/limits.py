@@ -13,7 +13,6 @@ that cannot be reached fails the request (503), never waves it through.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -23,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.rest.errors import LoopBackError
 from gateway.security.store import SecurityStore, StoreError
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.security")
 
@@ -123,11 +123,7 @@ class Limits:
         return release
 
     async def aclose(self) -> None:
-        for task in (self._refresher, self._releaser):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait([self._refresher, self._releaser])
         self._refresher = self._releaser = None
 
     def _release_later(self, store_key: str, member: str) -> None:

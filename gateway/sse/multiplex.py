@@ -31,6 +31,7 @@ from gateway.sse.frames import Format, preamble
 from gateway.sse.negotiation import resume_from, stream_options
 from gateway.sse.route import METHODS, Admitted, ChangeStreamRoutes, admit_or_answer, route_path, stream_path
 from gateway.sse.snapshot import wants_snapshot
+from gateway.tasks import cancel_and_wait
 
 INNER_HEADERS_DROPPED = (b"last-event-id", b"accept", b"options", b"content-length", b"content-type")
 
@@ -180,9 +181,7 @@ class MultiplexedResponse:
             await self._until_one_ends(tasks)
         finally:
             scope[CLIENT_LEFT] = self._disconnected.is_set()
-            for task in (*tasks, watcher):
-                task.cancel()
-            await asyncio.gather(*tasks, watcher, return_exceptions=True)
+            await cancel_and_wait([*tasks, watcher])
         failed = next((t.exception() for t in tasks if not t.cancelled() and t.exception()), None)
         if failed is not None and not self._disconnected.is_set():
             raise failed
