@@ -101,8 +101,9 @@ def two_workers(
             for _ in range(8):  # each worker must answer: several fresh connections
                 with contextlib.suppress(httpx.HTTPError):
                     ready += httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            if ready == 8 and len(workers) == 2:
-                break
+            listening = _sockets_on(port, "0A")
+            if ready == 8 and len(workers) == 2 and all(_socket_inodes(w) & listening for w in workers):
+                break  # both listen: a worker still booting would leave every connection to the other
             time.sleep(0.2)
         else:
             raise TimeoutError((tmp_path / "serve.log").read_text())
