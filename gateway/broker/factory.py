@@ -80,7 +80,8 @@ class WaitingRedisCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._pool_timeout)
+            async with asyncio.timeout(self._pool_timeout):  # not wait_for: 3.11's can lose a cancellation
+                await self._slots.acquire()
         except TimeoutError:
             raise MaxConnectionsError(
                 f"no cluster connection came free within {self._pool_timeout} s"
