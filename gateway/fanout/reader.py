@@ -120,29 +120,35 @@ class StreamReader:
             self._reset_all(discontinuity)
 
     def dispatch(self, entries: list[Entry]) -> None:
-        """Hand `entries` to every group; synchronous, so no subscriber can register halfway through."""
+        """Hand `entries` to every group; synchronous, so no subscriber can register halfway through.
+
+        Each run of entries that continues the stream is framed once per group (`Group.batch`) and offered
+        to each of the group's connections: one write per connection for the whole run."""
         delivered = 0
-        groups = list(self.groups.values())
+        run: list[DecodedEntry] = []
         for entry in chained(self.epoch, self.cursor, entries):
             if isinstance(entry, Discontinuity):
+                delivered += self._deliver(run)
+                run = []
                 self._reset_all(entry)
                 continue
-            decoded = DecodedEntry(entry)
-            offset = entry.offset
-            for group in groups:
-                frame = group.frame(decoded)
-                if frame is None:
-                    continue
-                for queue in group.queues:
-                    if queue.push(frame, offset):
-                        delivered += 1
-            self.cursor = offset
-        # One write per connection for the whole batch, started here (gateway.sse.connection).
-        for group in groups:
-            for queue in group.queues:
-                if queue.buffer:
-                    queue.outlet.flush()
+            run.append(DecodedEntry(entry))
+            self.cursor = entry.offset
+        delivered += self._deliver(run)
         self._metrics.fanned_out(self.stream, delivered, [e.committed_at for e in entries], time.time())
+
+    def _deliver(self, run: list[DecodedEntry]) -> int:
+        """Offer `run` to every connection; returns how many frames were queued for clients in all."""
+        delivered = 0
+        if not run:
+            return delivered
+        for group in list(self.groups.values()):
+            batch = group.batch(run)
+            if batch is None:
+                continue
+            for queue in group.queues:
+                delivered += queue.offer(batch)
+        return delivered
 
     def _reset_all(self, discontinuity: Discontinuity) -> None:
         """The stream cannot continue where its subscribers are: tell live ones, end replaying ones."""
