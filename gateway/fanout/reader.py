@@ -25,6 +25,7 @@ log = logging.getLogger("gateway.fanout")
 
 READ_BATCH = 500
 READ_BLOCK_SECONDS = 5.0
+SLICE = 64  # connections written between two turns of the event loop
 
 
 class StreamReader:
@@ -41,6 +42,7 @@ class StreamReader:
         self._task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failed = False  # the read loop died: the hub starts a new reader for new subscribers
+        self.dispatching = False  # a run is being written: some connections are behind the cursor
 
     @property
     def empty(self) -> bool:
@@ -111,7 +113,7 @@ class StreamReader:
                     log.warning("stream reader %s cannot read (attempt %d): %s", self.stream, failures, exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
-            self.dispatch(entries)
+            await self.dispatch(entries)
 
     async def _check_head(self) -> None:
         """While idle: notice a broker that lost its history (restarted empty, flushed)."""
@@ -119,35 +121,51 @@ class StreamReader:
         if discontinuity is not None:
             self._reset_all(discontinuity)
 
-    def dispatch(self, entries: list[Entry]) -> None:
-        """Hand `entries` to every group; synchronous, so no subscriber can register halfway through.
+    async def dispatch(self, entries: list[Entry]) -> None:
+        """Hand `entries` to every connection, run by run (a run continues the stream; a discontinuity
+        between two runs resets the subscribers there).
 
-        Each run of entries that continues the stream is framed once per group (`Group.batch`) and offered
-        to each of the group's connections: one write per connection for the whole run."""
+        Each run is framed once per group (`Group.batch`) and offered to each connection: one write per
+        connection for the whole run. The connections are written `SLICE` at a time with a turn of the
+        event loop in between, so a request waiting on the loop (the next POST) is not held up behind a
+        thousand socket writes. The cursor is at the run's end before its first write, and only the
+        connections registered then are offered it: a subscriber registering between two slices starts
+        after the run and gets none of it (a resuming one replays it from the broker), one registered
+        before gets all of it; meanwhile no bookmark of the cursor is sent (`dispatching`)."""
         delivered = 0
         run: list[DecodedEntry] = []
         for entry in chained(self.epoch, self.cursor, entries):
             if isinstance(entry, Discontinuity):
-                delivered += self._deliver(run)
+                delivered += await self._deliver(run)
                 run = []
                 self._reset_all(entry)
                 continue
             run.append(DecodedEntry(entry))
             self.cursor = entry.offset
-        delivered += self._deliver(run)
+        delivered += await self._deliver(run)
         self._metrics.fanned_out(self.stream, delivered, [e.committed_at for e in entries], time.time())
 
-    def _deliver(self, run: list[DecodedEntry]) -> int:
-        """Offer `run` to every connection; returns how many frames were queued for clients in all."""
+    async def _deliver(self, run: list[DecodedEntry]) -> int:
+        """Offer `run` to the connections registered now; returns how many frames were queued for
+        clients in all."""
         delivered = 0
         if not run:
             return delivered
-        for group in list(self.groups.values()):
-            batch = group.batch(run)
-            if batch is None:
-                continue
-            for queue in group.queues:
-                delivered += queue.offer(batch)
+        offers = [
+            (batch, list(group.queues)) for group in self.groups.values() if (batch := group.batch(run))
+        ]
+        self.dispatching = True
+        try:
+            budget = SLICE
+            for batch, queues in offers:
+                for queue in queues:
+                    delivered += queue.offer(batch)
+                    budget -= 1
+                    if not budget:
+                        budget = SLICE
+                        await asyncio.sleep(0)
+        finally:
+            self.dispatching = False
         return delivered
 
     def _reset_all(self, discontinuity: Discontinuity) -> None:

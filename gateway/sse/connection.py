@@ -152,6 +152,7 @@ class Connection:
         cursor = reader.cursor
         if (
             group.filtered
+            and not reader.dispatching
             and idle >= settings.bookmark_interval
             and queue.last_offset != cursor
             and queue.passed(offset_key(cursor))  # else the cursor is behind what the replay sent
