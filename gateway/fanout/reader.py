@@ -26,6 +26,7 @@ log = logging.getLogger("gateway.fanout")
 READ_BATCH = 500
 READ_BLOCK_SECONDS = 5.0
 SLICE = 64  # connections written between two turns of the event loop
+MAX_LINGER_SECONDS = 0.02
 
 
 class StreamReader:
@@ -43,6 +44,7 @@ class StreamReader:
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failed = False  # the read loop died: the hub starts a new reader for new subscribers
         self.dispatching = False  # a run is being written: some connections are behind the cursor
+        self.linger = 0.0  # how long the next batch waits for more entries: the last dispatch's time
 
     @property
     def empty(self) -> bool:
@@ -99,6 +101,11 @@ class StreamReader:
                     queue.close("reader-failed")
 
     async def _read_forever(self) -> None:
+        """Read and dispatch, batch after batch. After a dispatch that took the loop D seconds, the next
+        batch waits up to D (at most `MAX_LINGER_SECONDS`) for more entries: a fan-out that costs much is
+        then shared by the entries written meanwhile (one write per connection for all of them), while the
+        loop is free for those writes' requests; a cheap fan-out adds next to no latency."""
+        loop = asyncio.get_running_loop()
         failures = 0
         while True:
             try:
@@ -107,13 +114,20 @@ class StreamReader:
                     await self._check_head()
                     continue
                 failures = 0
+                if self.linger and len(entries) < READ_BATCH:
+                    await asyncio.sleep(self.linger)
+                    entries += await self._broker.read(
+                        self.stream, entries[-1].offset, READ_BATCH - len(entries)
+                    )
             except BrokerError as exc:
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
                     log.warning("stream reader %s cannot read (attempt %d): %s", self.stream, failures, exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
+            started = loop.time()
             await self.dispatch(entries)
+            self.linger = min(MAX_LINGER_SECONDS, loop.time() - started)
 
     async def _check_head(self) -> None:
         """While idle: notice a broker that lost its history (restarted empty, flushed)."""

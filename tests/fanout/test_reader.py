@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.broker.base import Lease, Record
+from gateway.broker.base import Entry, Lease, Record
 from gateway.broker.memory import MemoryBroker
 from gateway.fanout import reader as reader_module
 from gateway.fanout.batch import Batch
@@ -97,7 +97,8 @@ async def test_a_subscriber_registering_between_two_slices_gets_none_of_the_run_
         while len(written) < len(sockets):
             await asyncio.sleep(0.01)
     subscription, written_before, dispatching = late[0]
-    assert 0 < written_before < len(sockets) and dispatching  # it really registered halfway through
+    assert 0 < written_before < len(sockets)  # it really registered halfway through
+    assert dispatching
     assert subscription.start_offset == run[-1]
     expected = [b'data: {"target":%d,"type":"create"}' % t for t in (1, 2, 3)]
     assert all(frames_of(s.data) == expected for s in sockets)
@@ -113,3 +114,40 @@ async def test_a_subscriber_registering_between_two_slices_gets_none_of_the_run_
     for s in [*subscriptions, subscription]:
         await hub.unsubscribe(s)
     await hub.aclose()
+
+
+class ReadWatchingBroker(MemoryBroker):
+    """Says when a blocking read returned entries, so a test can write while the reader lingers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returned = asyncio.Event()
+
+    async def wait(self, stream: str, after: str, count: int, timeout: float) -> list[Entry]:
+        entries = await super().wait(stream, after, count, timeout)
+        if entries:
+            self.returned.set()
+        return entries
+
+
+async def test_after_a_costly_dispatch_entries_written_while_the_reader_lingers_share_one_write() -> None:
+    broker = ReadWatchingBroker()
+    hub = Hub(broker, HubSettings(), PrometheusMetrics())
+    subscription = await hub.subscribe(TODO, KEY, lambda: None, None, replaying=False)
+    written: list[Socket] = []
+    socket = Socket(subscription.queue, written)
+    subscription.reader.linger = 1.0  # as after a dispatch that took the loop a second
+    lease = await broker.acquire_lease("Todo", "test", 10)
+    assert lease is not None
+    await append(broker, lease, [1])
+    async with asyncio.timeout(5):
+        await broker.returned.wait()
+        await append(broker, lease, [2])  # while the reader lingers
+        while not written:
+            await asyncio.sleep(0.01)
+    assert frames_of(socket.data) == [b'data: {"target":%d,"type":"create"}' % t for t in (1, 2)]
+    assert len(written) == 1
+    assert subscription.reader.linger < 1.0  # the next one waits as long as this cheap dispatch took
+    await hub.unsubscribe(subscription)
+    await hub.aclose()
+    await broker.aclose()
