@@ -14,6 +14,7 @@ import orjson
 
 from gateway.broker.base import Entry
 from gateway.broker.continuity import format_position
+from gateway.fanout.batch import Batch
 from gateway.fanout.framing import Framing
 from gateway.fanout.queue import DeliveryQueue
 from gateway.fanout.view import Predicate, filtered_change
@@ -81,6 +82,17 @@ class Group:
         if change is None:
             return None
         return self.fmt.data(entry.position, orjson.dumps(change))
+
+    def batch(self, entries: list[DecodedEntry]) -> Batch | None:
+        """This group's frames for `entries`, or None when none of the changes is for it."""
+        frames: list[bytes] = []
+        offsets: list[str] = []
+        for entry in entries:
+            frame = self.frame(entry)
+            if frame is not None:
+                frames.append(frame)
+                offsets.append(entry.offset)
+        return Batch(frames, offsets) if frames else None
 
     def bookmark(self, position: bytes) -> bytes:
         """The bookmark frame of `position`, shared by every connection of the group that needs one."""

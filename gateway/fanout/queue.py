@@ -21,6 +21,7 @@ import enum
 from typing import Protocol
 
 from gateway.broker.continuity import offset_key
+from gateway.fanout.batch import Batch
 
 
 class State(enum.Enum):
@@ -35,6 +36,11 @@ class Outlet(Protocol):
 
     def flush(self) -> None:
         """Write what the queue holds, now if the socket takes it at once."""
+        ...
+
+    def write_now(self, batch: Batch) -> bool:
+        """Write the whole batch at once if the socket takes it without waiting; False: it was not
+        written (the caller queues its frames instead)."""
         ...
 
     def wake(self) -> None:
@@ -55,6 +61,9 @@ class _Detached:
 
     def flush(self) -> None:
         return None
+
+    def write_now(self, batch: Batch) -> bool:
+        return False
 
     def wake(self) -> None:
         return None
@@ -108,6 +117,32 @@ class DeliveryQueue:
         self.delivered_offset = offset  # stalled connection catches up from
         self.skip_until: tuple[int, int] | None = None  # live frames up to here were sent by the replay
         self.close_reason: str | None = None
+
+    def offer(self, batch: Batch) -> int:
+        """A broker batch's frames for this connection; returns how many were queued for the client.
+
+        An idle live connection (nothing waiting, no write under way, nothing to skip) whose bounds hold the
+        whole batch gets it as one write, now; any other goes frame by frame through `push`, and what it
+        queued is flushed."""
+        frames = batch.frames
+        if (
+            self.state is State.LIVE
+            and not self.buffer
+            and not self.writing
+            and self.skip_until is None
+            and len(frames) <= self.max_events
+            and len(batch.body) <= self.max_bytes
+            and self.outlet.write_now(batch)
+        ):
+            self.last_offset = self.delivered_offset = batch.offset
+            self.delivered_epoch = self.epoch
+            return len(frames)
+        queued = 0
+        for frame, offset in zip(frames, batch.offsets, strict=True):
+            queued += self.push(frame, offset)
+        if self.buffer:
+            self.outlet.flush()
+        return queued
 
     def push(self, frame: bytes, offset: str) -> bool:
         """A data frame for the entry at `offset` (or a bookmark of it). True when it was queued for the

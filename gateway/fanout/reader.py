@@ -26,6 +26,8 @@ log = logging.getLogger("gateway.fanout")
 
 READ_BATCH = 500
 READ_BLOCK_SECONDS = 5.0
+SLICE = 64  # connections written between two turns of the event loop
+MAX_LINGER_SECONDS = 0.02
 
 
 class StreamReader:
@@ -42,6 +44,8 @@ class StreamReader:
         self._task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failed = False  # the read loop died: the hub starts a new reader for new subscribers
+        self.dispatching = False  # a run is being written: some connections are behind the cursor
+        self.linger = 0.0  # how long the next batch waits for more entries: the last dispatch's time
 
     @property
     def empty(self) -> bool:
@@ -97,6 +101,11 @@ class StreamReader:
                     queue.close("reader-failed")
 
     async def _read_forever(self) -> None:
+        """Read and dispatch, batch after batch. After a dispatch that took the loop D seconds, the next
+        batch waits up to D (at most `MAX_LINGER_SECONDS`) for more entries: a fan-out that costs much is
+        then shared by the entries written meanwhile (one write per connection for all of them), while the
+        loop is free for those writes' requests; a cheap fan-out adds next to no latency."""
+        loop = asyncio.get_running_loop()
         failures = 0
         while True:
             try:
@@ -105,13 +114,20 @@ class StreamReader:
                     await self._check_head()
                     continue
                 failures = 0
+                if self.linger and len(entries) < READ_BATCH:
+                    await asyncio.sleep(self.linger)
+                    entries += await self._broker.read(
+                        self.stream, entries[-1].offset, READ_BATCH - len(entries)
+                    )
             except BrokerError as exc:
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
                     log.warning("stream reader %s cannot read (attempt %d): %s", self.stream, failures, exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
-            self.dispatch(entries)
+            started = loop.time()
+            await self.dispatch(entries)
+            self.linger = min(MAX_LINGER_SECONDS, loop.time() - started)
 
     async def _check_head(self) -> None:
         """While idle: notice a broker that lost its history (restarted empty, flushed)."""
@@ -119,30 +135,52 @@ class StreamReader:
         if discontinuity is not None:
             self._reset_all(discontinuity)
 
-    def dispatch(self, entries: list[Entry]) -> None:
-        """Hand `entries` to every group; synchronous, so no subscriber can register halfway through."""
+    async def dispatch(self, entries: list[Entry]) -> None:
+        """Hand `entries` to every connection, run by run (a run continues the stream; a discontinuity
+        between two runs resets the subscribers there).
+
+        Each run is framed once per group (`Group.batch`) and offered to each connection: one write per
+        connection for the whole run. The connections are written `SLICE` at a time with a turn of the
+        event loop in between, so a request waiting on the loop (the next POST) is not held up behind a
+        thousand socket writes. The cursor is at the run's end before its first write, and only the
+        connections registered then are offered it: a subscriber registering between two slices starts
+        after the run and gets none of it (a resuming one replays it from the broker), one registered
+        before gets all of it; meanwhile no bookmark of the cursor is sent (`dispatching`)."""
         delivered = 0
-        groups = list(self.groups.values())
+        run: list[DecodedEntry] = []
         for entry in chained(self.epoch, self.cursor, entries):
             if isinstance(entry, Discontinuity):
+                delivered += await self._deliver(run)
+                run = []
                 self._reset_all(entry)
                 continue
-            decoded = DecodedEntry(entry)
-            offset = entry.offset
-            for group in groups:
-                frame = group.frame(decoded)
-                if frame is None:
-                    continue
-                for queue in group.queues:
-                    if queue.push(frame, offset):
-                        delivered += 1
-            self.cursor = offset
-        # One write per connection for the whole batch, started here (gateway.sse.connection).
-        for group in groups:
-            for queue in group.queues:
-                if queue.buffer:
-                    queue.outlet.flush()
+            run.append(DecodedEntry(entry))
+            self.cursor = entry.offset
+        delivered += await self._deliver(run)
         self._metrics.fanned_out(self.stream, delivered, [e.committed_at for e in entries], time.time())
+
+    async def _deliver(self, run: list[DecodedEntry]) -> int:
+        """Offer `run` to the connections registered now; returns how many frames were queued for
+        clients in all."""
+        delivered = 0
+        if not run:
+            return delivered
+        offers = [
+            (batch, list(group.queues)) for group in self.groups.values() if (batch := group.batch(run))
+        ]
+        self.dispatching = True
+        try:
+            budget = SLICE
+            for batch, queues in offers:
+                for queue in queues:
+                    delivered += queue.offer(batch)
+                    budget -= 1
+                    if not budget:
+                        budget = SLICE
+                        await asyncio.sleep(0)
+        finally:
+            self.dispatching = False
+        return delivered
 
     def _reset_all(self, discontinuity: Discontinuity) -> None:
         """The stream cannot continue where its subscribers are: tell live ones, end replaying ones."""

@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 from starlette.types import Message, Receive, Send
 
 from gateway.broker.continuity import offset_key
+from gateway.fanout.batch import Batch
 from gateway.fanout.hub import Subscription
 from gateway.fanout.queue import State
 from gateway.ops.metrics import Metrics
 from gateway.ops.requestlog import SubscriberCutOff
-from gateway.sse.transport import direct_cycle, write_chunk
+from gateway.sse.transport import chunk, direct_cycle, write_chunk, write_wire
 
 log = logging.getLogger("gateway.stream")
 
@@ -111,6 +112,20 @@ class Connection:
         self._blocked = (send, blocker)
         self.wake()
 
+    def write_now(self, batch: Batch) -> bool:
+        """A whole batch for an idle live connection, as one chunk straight to the transport when it
+        would take it at once; the chunk is built by the first connection of the group and shared."""
+        cycle = self._cycle
+        if cycle is None or not self._direct:
+            return False
+        wire = batch.wire
+        if wire is None:
+            wire = batch.wire = chunk(batch.body)
+        if not write_wire(cycle, wire):
+            return False
+        self.last_write = self._clock.now
+        return True
+
     def wake(self) -> None:
         """Interrupt the task's idle `receive` (see `_idle`); a task that is busy notices by itself."""
         task = self._parked
@@ -137,6 +152,7 @@ class Connection:
         cursor = reader.cursor
         if (
             group.filtered
+            and not reader.dispatching
             and idle >= settings.bookmark_interval
             and queue.last_offset != cursor
             and queue.passed(offset_key(cursor))  # else the cursor is behind what the replay sent

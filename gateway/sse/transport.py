@@ -32,9 +32,22 @@ def direct_cycle(send: Send) -> Any | None:
     return cycle
 
 
+def chunk(body: bytes) -> bytes:
+    """`body` as one chunk of a chunked response, as uvicorn's `send` frames it."""
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
 def write_chunk(cycle: Any, body: bytes) -> bool:
     """Write `body` as one chunk now, if uvicorn's `send` would have written it without waiting."""
     if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
         return False
-    cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+    cycle.transport.write(chunk(body))
+    return True
+
+
+def write_wire(cycle: Any, wire: bytes) -> bool:
+    """Write `wire`, already framed by `chunk` (and shared by many connections), like `write_chunk`."""
+    if cycle.flow.write_paused or cycle.disconnected or cycle.response_complete:
+        return False
+    cycle.transport.write(wire)
     return True

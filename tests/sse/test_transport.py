@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.config import Settings
 from gateway.sse import connection as connection_module
-from gateway.sse.transport import direct_cycle, write_chunk
+from gateway.sse.transport import direct_cycle, write_chunk, write_wire
 from tests.conftest import EXAMPLE_MODELS
 from tests.sse.helpers import open_stream, serve
 
@@ -79,12 +79,12 @@ async def test_the_gateways_live_deliveries_take_the_direct_path(
     what `direct_cycle` recognises, this fails instead of every delivery quietly taking the slower send)."""
     direct: list[bool] = []
 
-    def recording(cycle: Any, body: bytes) -> bool:
-        written = write_chunk(cycle, body)
+    def recording(cycle: Any, wire: bytes) -> bool:
+        written = write_wire(cycle, wire)
         direct.append(written)
         return written
 
-    monkeypatch.setattr(connection_module, "write_chunk", recording)
+    monkeypatch.setattr(connection_module, "write_wire", recording)
     settings = Settings(models=EXAMPLE_MODELS, database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}")
     async with (
         serve(settings) as (url, _),
