@@ -73,6 +73,7 @@ async def measure(args: argparse.Namespace) -> None:
     config = uvicorn.Config(
         "gateway.app:create_app",
         factory=True,
+        interface="asgi3",
         host="127.0.0.1",
         port=port,
         log_level="warning",

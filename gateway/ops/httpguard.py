@@ -26,15 +26,19 @@ import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from gateway.config import load_settings
+from gateway.ops import proxyheaders
 from gateway.ops.leanevent import LeanEvent
 
 PROTOCOL = "gateway.ops.httpguard:GuardedHttpToolsProtocol"
+INTERFACE: Literal["asgi3"] = "asgi3"
+"""Named, not detected: `GatewayApp.__call__` is a plain call that returns an awaitable (so that a stream
+keeps no frame of it), which uvicorn's detection would take for ASGI 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +125,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     The guard's own fields are slots: uvicorn's instance attributes nearly fill what CPython shares between
     the instances of a class (30 keys), and four more made every connection's `__dict__` a dict of its own
-    (1.6 KB). The writable and message events are `LeanEvent`s and the pipeline a `Pipeline`."""
+    (1.6 KB). The writable and message events are `LeanEvent`s and the pipeline a `Pipeline`; uvicorn's
+    proxy-headers wrapper is its plain-call twin (`gateway.ops.proxyheaders`)."""
 
     __slots__ = ("_deadline", "_header_bytes", "_header_count", "_limits")
 
@@ -130,6 +135,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.app = proxyheaders.plain(self.app)
         self.pipeline = Pipeline()  # type: ignore[assignment]
         self._limits = self.limits or process_limits()
         self._deadline: asyncio.TimerHandle | None = None
@@ -229,4 +235,4 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 class GuardedUvicornWorker(UvicornWorker):  # type: ignore[misc]
     """gunicorn's uvicorn worker (deploy/gunicorn.conf.py), serving with `GuardedHttpToolsProtocol`."""
 
-    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL}
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "http": PROTOCOL, "interface": INTERFACE}

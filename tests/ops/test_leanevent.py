@@ -10,8 +10,12 @@ import pytest
 from gateway.ops.leanevent import LeanEvent
 
 
+async def _wait(event: LeanEvent) -> bool:
+    return await event.wait()
+
+
 async def _waiting(event: LeanEvent, count: int) -> list[asyncio.Task[bool]]:
-    tasks = [asyncio.create_task(event.wait()) for _ in range(count)]
+    tasks = [asyncio.create_task(_wait(event)) for _ in range(count)]
     await asyncio.sleep(0)
     return tasks
 
