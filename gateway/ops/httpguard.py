@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -81,6 +82,9 @@ class Capacity:
             oldest.refuse(b"408 Request Timeout", "The request took too long and its slot was needed")
 
 
+LOCAL_ADDRESSES: dict[tuple[str, int | None], tuple[str, int | None]] = {}
+"""The server's local (host, port) pairs, one tuple each, shared by every connection's scope."""
+
 CAPACITY = Capacity()
 """The process's one `Capacity` (each worker process has its own)."""
 
@@ -126,7 +130,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     The guard's own fields are slots: uvicorn's instance attributes nearly fill what CPython shares between
     the instances of a class (30 keys), and four more made every connection's `__dict__` a dict of its own
     (1.6 KB). The writable and message events are `LeanEvent`s and the pipeline a `Pipeline`; uvicorn's
-    proxy-headers wrapper is its plain-call twin (`gateway.ops.proxyheaders`)."""
+    proxy-headers wrapper is its plain-call twin (`gateway.ops.proxyheaders`); the local address is one
+    shared tuple and the client's host an interned string."""
 
     __slots__ = ("_deadline", "_header_bytes", "_header_count", "_limits")
 
@@ -144,6 +149,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.server is not None:  # the same few local addresses on every connection: one tuple each
+            self.server = LOCAL_ADDRESSES.setdefault(self.server, self.server)
+        if self.client is not None:
+            self.client = (sys.intern(self.client[0]), self.client[1])
         writable = LeanEvent()
         writable.set()
         self.flow._is_writable_event = writable  # type: ignore[assignment]
