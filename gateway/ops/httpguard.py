@@ -38,8 +38,9 @@ from gateway.ops.leanevent import LeanEvent
 
 PROTOCOL = "gateway.ops.httpguard:GuardedHttpToolsProtocol"
 INTERFACE: Literal["asgi3"] = "asgi3"
-"""Named, not detected: `GatewayApp.__call__` is a plain call that returns an awaitable (so that a stream
-keeps no frame of it), which uvicorn's detection would take for ASGI 2."""
+"""Named, not only detected: `GatewayApp.__call__` is a plain call that returns an awaitable (so that a
+stream keeps no frame of it), marked as a coroutine function for uvicorn's detection; the servers we run
+do not depend on that marker."""
 
 
 @dataclass(frozen=True, slots=True)
