@@ -81,6 +81,7 @@ def serve(
     config = uvicorn.Config(
         "gateway.app:create_app",
         factory=True,
+        interface=httpguard.INTERFACE,
         host=host,
         port=port,
         workers=workers,

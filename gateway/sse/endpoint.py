@@ -83,10 +83,7 @@ class ChangeStreamResponse:
         )
         queue = connection.queue
         try:
-            opening = preamble(self._fmt, self._services.retry_ms) + self._prelude
-            if self._resume is None:
-                opening += bookmark_frame(self._fmt, self._subscription.start_position.encode())
-            await connection.open(HEADERS[self._fmt], opening)
+            await connection.open(HEADERS[self._fmt], self._opening())
             if self._resume is not None:
                 reader = self._subscription.reader
                 start = check_resume(self._resume, reader.epoch, reader.cursor)
@@ -104,6 +101,14 @@ class ChangeStreamResponse:
         finally:
             scope[CLIENT_LEFT] = queue.close_reason == "disconnect"
             await self._services.hub.unsubscribe(self._subscription)
+
+    def _opening(self) -> bytes:
+        """The stream's first write; a snapshot's frames are let go here, not held as long as the stream."""
+        opening = preamble(self._fmt, self._services.retry_ms) + self._prelude
+        self._prelude = b""
+        if self._resume is None:
+            opening += bookmark_frame(self._fmt, self._subscription.start_position.encode())
+        return opening
 
     async def abandon(self) -> None:
         """Undo the registration of a stream that will not be run (a multiplexed stream refused later)."""

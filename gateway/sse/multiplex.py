@@ -15,7 +15,7 @@ ends, and the client resumes every model with its `Last-Event-ID`. SSE only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from urllib.parse import urlencode
 
 import orjson
@@ -56,10 +56,13 @@ class MultiplexedStreams:
         self._retry_ms = retry_ms
         self._max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """A plain call, so that the streams passed on keep no frame of this app while they last."""
         if scope["type"] != "http" or route_path(scope) != self._path or scope["method"] not in METHODS:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         admitted = await admit_or_answer(
             self._admit(Request(scope, receive)), scope, receive, send, self._retry_ms
         )

@@ -93,14 +93,15 @@ class ChangeStreamRoutes:
         self._authorise = authorise
         self._snapshots = snapshots
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """A plain call: what is passed on keeps no frame of this app while it lasts."""
         model = self._models.get(route_path(scope)) if scope["type"] == "http" else None
         if model is None or scope["method"] not in METHODS:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        reconnect_ms = self._retry_ms if stream_format(request) is Format.SSE else None
-        stream = await admit_or_answer(self.admit(request, model), scope, receive, send, reconnect_ms)
+            return self.app(scope, receive, send)
+        return self._serve(model, scope, receive, send)
+
+    async def _serve(self, model: ModelDef, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = await self._admitted(model, scope, receive, send)
         if stream is None:
             return
         try:
@@ -108,6 +109,13 @@ class ChangeStreamRoutes:
         finally:
             if stream.release is not None:
                 await stream.release()
+
+    async def _admitted(self, model: ModelDef, scope: Scope, receive: Receive, send: Send) -> Admitted | None:
+        """The admitted stream, or None once the refusal is answered; in a frame of its own, so that the
+        request it parsed (query, headers, body) is not kept for the stream's life."""
+        request = Request(scope, receive)
+        reconnect_ms = self._retry_ms if stream_format(request) is Format.SSE else None
+        return await admit_or_answer(self.admit(request, model), scope, receive, send, reconnect_ms)
 
     async def admit(self, request: Request, model: ModelDef) -> Admitted:
         """Everything that can refuse a stream, in order; the stream slot taken is given back on failure."""

@@ -105,3 +105,23 @@ async def test_a_stream_outlives_the_deadlines(gateway: GatewayProcess) -> None:
             await reader.readuntil(b"still here")
     finally:
         writer.close()
+
+
+def test_the_guards_fields_and_the_pipeline_stay_small() -> None:
+    """The guard's fields are slots (kept out of the instance dict that CPython shares between connections)
+    and the pipeline is a list with uvicorn's `appendleft`/`pop` order."""
+    from gateway.ops.httpguard import GuardedHttpToolsProtocol, Pipeline
+
+    assert set(GuardedHttpToolsProtocol.__slots__) == {
+        "_deadline",
+        "_header_bytes",
+        "_header_count",
+        "_limits",
+    }
+    pipeline = Pipeline()
+    pipeline.appendleft("first")
+    pipeline.appendleft("second")
+    assert pipeline.pop() == "first"
+    assert pipeline
+    assert pipeline.pop() == "second"
+    assert not pipeline
