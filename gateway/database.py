@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
-from sqlalchemy.util import await_
+from sqlalchemy.util import await_, greenlet_spawn
 
 from gateway import sqlite_driver
 from gateway.regex import sqlite_regexp
@@ -159,6 +159,20 @@ async def writer_turn(engine: AsyncEngine) -> AsyncIterator[None]:
         return
     async with queue:
         yield
+
+
+@asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The driver's connection of one pooled connection, for code that talks to the driver alone.
+
+    Taken from the pool directly: through `engine.connect()` (SQLAlchemy's async and sync Connection
+    objects, their events and close) a checkout and checkin cost ~220 us of CPU, straight from the pool ~70
+    (loadtests/RESULTS.md, issue 16, fourth pass). The pool still resets the connection on its return."""
+    pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    try:
+        yield pooled.driver_connection
+    finally:
+        await greenlet_spawn(pooled.close)
 
 
 @asynccontextmanager

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.changes.outbox import outbox_table
-from gateway.database import create_engine, create_tables, write_transaction, writer_turn
+from gateway.database import create_engine, create_tables, pooled_driver, write_transaction, writer_turn
 from gateway.models.loader import load_registry
 from gateway.models.tables import build_tables
+from gateway.sqlite_driver import OneHopConnection
 from tests.conftest import EXAMPLE_MODELS, POSTGRES_ADMIN_URL, DatabaseFactory
 
 WRITERS = 8
@@ -149,3 +150,23 @@ async def test_workers_creating_the_tables_of_a_new_sqlite_file_at_once_all_succ
         finally:
             for engine in workers:
                 await engine.dispose()
+
+
+async def test_a_driver_connection_taken_from_the_pool_goes_back_whatever_happens(
+    sqlite_database: DatabaseFactory,
+) -> None:
+    engine = create_engine(await sqlite_database())
+    try:
+        async with pooled_driver(engine) as driver:
+            assert isinstance(driver, OneHopConnection)
+
+        async def fail_inside() -> None:
+            async with pooled_driver(engine) as again:
+                assert again is driver  # the one pooled connection, not a new one
+                raise ZeroDivisionError
+
+        with pytest.raises(ZeroDivisionError):
+            await fail_inside()
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
