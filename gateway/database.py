@@ -12,6 +12,12 @@ settled here, once:
 - `LIKE` is case sensitive on both (as in PostgreSQL), so SQL and the Python predicate agree.
 - SQLite's `lower()` folds only ASCII; `gateway_lower()` folds like Python (and PostgreSQL), for `ilike`.
 - Creating tables takes a PostgreSQL advisory lock, so workers starting together do not race.
+- PostgreSQL's pooled connections are not pre-pinged: a ping is three round trips through SQLAlchemy's
+  asyncpg adapter (BEGIN, a statement, ROLLBACK) before every transaction. Instead a transaction's BEGIN,
+  a round trip it makes anyway, is sent at once and is the ping: a connection that fails it has done nothing
+  yet, so it is replaced and the BEGIN sent once more. A connection the server closed (a restart, a failover,
+  an administrator) is known to asyncpg once the event loop has read its end, so checkout asks asyncpg and
+  refreshes the whole pool when one is closed; `pool_recycle` bounds the life of one cut off without a word.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from typing import Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
-from sqlalchemy.util import await_
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
+from sqlalchemy.util import await_, greenlet_spawn
 
 from gateway import sqlite_driver
 from gateway.regex import sqlite_regexp
@@ -42,6 +48,8 @@ _WAL_ATTEMPTS = 300
 """How often a new connection tries to switch its file to WAL before giving up (about 30 s in all)."""
 _ONE_HOP: weakref.WeakSet[Engine] = weakref.WeakSet()
 """The SQLite engines whose connections are `sqlite_driver.OneHopConnection`s."""
+POOL_RECYCLE = 1800
+"""Seconds after which a pooled PostgreSQL connection is replaced before use."""
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -58,7 +66,20 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if one_hop:
             _ONE_HOP.add(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE, **kwargs)
+    _refresh_closed_connections(engine)
+    return engine
+
+
+def _refresh_closed_connections(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(
+        dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            # The pool reconnects this one and replaces every connection older than now: after a restart
+            # they are all closed.
+            raise InvalidatePoolError("the server closed this pooled connection")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -141,14 +162,56 @@ async def writer_turn(engine: AsyncEngine) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The driver's connection of one pooled connection, for code that talks to the driver alone.
+
+    Taken from the pool directly: through `engine.connect()` (SQLAlchemy's async and sync Connection
+    objects, their events and close) a checkout and checkin cost ~220 us of CPU, straight from the pool ~70
+    (loadtests/RESULTS.md, issue 16, fourth pass). The pool still resets the connection on its return."""
+    pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    try:
+        yield pooled.driver_connection
+    finally:
+        await greenlet_spawn(pooled.close)
+
+
+@asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that will write: committed on success, rolled back on any exception."""
     if is_sqlite(engine):
         async with writer_turn(engine), engine.connect() as connection, _sqlite_transaction(connection):
             yield connection
         return
-    async with engine.connect() as connection, connection.begin():
+    async with _postgres_transaction(engine) as connection:
         yield connection
+
+
+@asynccontextmanager
+async def _postgres_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A PostgreSQL transaction whose BEGIN has been answered (see the module's docstring)."""
+    for attempt in range(2):
+        connection = await engine.connect()
+        try:
+            transaction = await connection.begin()
+            adapted = (await connection.get_raw_connection()).dbapi_connection
+            assert adapted is not None
+            await adapted._start_transaction()  # what SQLAlchemy's adapter does at the first statement
+        except BaseException as exc:
+            await connection.invalidate()
+            await connection.close()
+            if attempt or not isinstance(exc, Exception) or isinstance(exc, DBAPIError):
+                raise
+            continue
+        break
+    try:
+        try:
+            yield connection
+        except BaseException as exc:
+            await transaction.__aexit__(type(exc), exc, exc.__traceback__)  # rolled back
+            raise
+        await transaction.__aexit__(None, None, None)  # committed
+    finally:
+        await connection.close()
 
 
 @asynccontextmanager
@@ -188,7 +251,11 @@ async def _driver_statement(driver: Any, sql: str) -> None:
 @asynccontextmanager
 async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read-only unit of work (one consistent snapshot on PostgreSQL)."""
-    async with engine.connect() as connection, connection.begin():
+    if is_sqlite(engine):
+        async with engine.connect() as connection, connection.begin():
+            yield connection
+        return
+    async with _postgres_transaction(engine) as connection:
         yield connection
 
 

@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from gateway.changes.outbox import outbox_table
-from gateway.database import create_engine, create_tables, write_transaction, writer_turn
+from gateway.database import create_engine, create_tables, pooled_driver, write_transaction, writer_turn
 from gateway.models.loader import load_registry
 from gateway.models.tables import build_tables
-from tests.conftest import EXAMPLE_MODELS, DatabaseFactory
+from gateway.sqlite_driver import OneHopConnection
+from tests.conftest import EXAMPLE_MODELS, POSTGRES_ADMIN_URL, DatabaseFactory
 
 WRITERS = 8
 
@@ -94,6 +96,42 @@ async def test_postgresql_writers_do_not_queue(postgres_database: DatabaseFactor
         await engine.dispose()
 
 
+async def test_postgresql_connections_the_server_closed_are_replaced_before_use(
+    postgres_database: DatabaseFactory,
+) -> None:
+    """Without a pre-ping per checkout, pooled connections that the server ended (a restart, a failover, an
+    administrator) are still never used for a write: the first writes after it succeed, both at once (their
+    BEGIN finds the connection broken) and once the event loop has seen the connections close (checkout
+    does)."""
+    engine = create_engine(await postgres_database())
+    database = engine.url.database
+    try:
+        async with write_transaction(engine) as connection:
+            await connection.execute(text("CREATE TABLE log (writer INTEGER NOT NULL)"))
+
+        async def write(writer: int) -> None:
+            async with write_transaction(engine) as connection:
+                await connection.execute(text("INSERT INTO log VALUES (:w)"), {"w": writer})
+                await asyncio.sleep(0.01)  # held a moment, so that the pool opens several connections
+
+        await asyncio.gather(*(write(writer) for writer in range(4)))
+        for wait_until_gone in (False, True):
+            admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+            try:
+                ended = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1"
+                assert await admin.fetchval(ended, database) >= 2
+                left = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+                while wait_until_gone and await admin.fetchval(left, database):
+                    await asyncio.sleep(0.01)
+            finally:
+                await admin.close()
+            await asyncio.gather(*(write(writer) for writer in range(4)))
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM log"))).scalar_one() == 12
+    finally:
+        await engine.dispose()
+
+
 async def test_workers_creating_the_tables_of_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
     """Seen with two gunicorn workers: one failed to boot with "database is locked", first from a deferred
     transaction that read the schema before the other's tables were written (it cannot take the write lock),
@@ -112,3 +150,23 @@ async def test_workers_creating_the_tables_of_a_new_sqlite_file_at_once_all_succ
         finally:
             for engine in workers:
                 await engine.dispose()
+
+
+async def test_a_driver_connection_taken_from_the_pool_goes_back_whatever_happens(
+    sqlite_database: DatabaseFactory,
+) -> None:
+    engine = create_engine(await sqlite_database())
+    try:
+        async with pooled_driver(engine) as driver:
+            assert isinstance(driver, OneHopConnection)
+
+        async def fail_inside() -> None:
+            async with pooled_driver(engine) as again:
+                assert again is driver  # the one pooled connection, not a new one
+                raise ZeroDivisionError
+
+        with pytest.raises(ZeroDivisionError):
+            await fail_inside()
+        assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()

@@ -21,6 +21,8 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.sqlite_driver import OneHopConnection
+
 
 class MultiRowInsert(Protocol):
     def insert_rows(self, count: int) -> str:
@@ -97,8 +99,29 @@ class Aiosqlite:
     async def execute(self, sql: str, *params: Any) -> None:
         await self.driver.execute_fetchall(sql, params)
 
+    async def execute_then_fetch(
+        self, first: str, first_params: Sequence[Any], sql: str, params: Sequence[Any]
+    ) -> list[Any]:
+        """`first` (autocommitted on its own), then the rows of `sql`: one hop on a `OneHopConnection`."""
+        if isinstance(self.driver, OneHopConnection):
+            return await self.driver.run(_execute_then_fetch, first, first_params, sql, params)
+        await self.driver.execute_fetchall(first, first_params)
+        return list(await self.driver.execute_fetchall(sql, params))
+
     def ids(self, ids: list[int]) -> Any:
         return json.dumps(ids)
+
+
+def _execute_then_fetch(
+    connection: sqlite3.Connection, first: str, first_params: Sequence[Any], sql: str, params: Sequence[Any]
+) -> list[Any]:
+    """Runs on aiosqlite's thread."""
+    connection.execute(first, first_params).close()
+    cursor = connection.execute(sql, params)
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 Driver = Asyncpg | Aiosqlite

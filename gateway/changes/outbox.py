@@ -83,9 +83,12 @@ def outbox_rows(stream: str, changes: Sequence[Change]) -> list[outbox_driver.Ou
     return [(stream, change.encode(), change.encode_before(), now) for change in changes]
 
 
-async def pending(connection: AsyncConnection, table: Table, stream: str, limit: int) -> list[Record]:
-    """The oldest unpublished changes of `stream`, in outbox order."""
-    return await outbox_driver.pending(connection, table, stream, limit)
+async def pending(
+    connection: AsyncConnection, table: Table, stream: str, limit: int, *, marking: Sequence[int] = ()
+) -> list[Record]:
+    """The oldest unpublished changes of `stream`, in outbox order, after marking the rows `marking` as
+    published (the relay's previous batch: its mark rides with the next read, in the same round trip)."""
+    return await outbox_driver.pending(connection, table, stream, limit, list(marking), time.time())
 
 
 async def mark_published(connection: AsyncConnection, table: Table, outbox_ids: Sequence[int]) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.broker.base import Record
-from gateway.changes.driver import driver_of, translated
+from gateway.changes.driver import Asyncpg, driver_of, translated
 
 OutboxRow = tuple[str, bytes, bytes | None, float]
 """stream, change, before, committed_at"""
@@ -48,6 +48,15 @@ class OutboxStatements:
             f"UPDATE {name} SET {c['published_at']} = {p[0]} "
             f"WHERE {c['id']} {in_ids} AND {c['published_at']} IS NULL"
         )
+        # PostgreSQL: the mark and the read in one statement, so one round trip. Its SELECT sees the table
+        # as it was before the statement (the marked rows still pending), hence the ids left out by hand.
+        self.mark_then_pending = (
+            f"WITH marked AS (UPDATE {name} SET {c['published_at']} = $3 "
+            f"WHERE {c['id']} = ANY($4::bigint[]) AND {c['published_at']} IS NULL) "
+            f"SELECT {c['id']}, {c['change']}, {c['before']}, {c['committed_at']} FROM {name} "
+            f"WHERE {c['stream']} = $1 AND {c['published_at']} IS NULL AND {c['id']} <> ALL($4::bigint[]) "
+            f"ORDER BY {c['id']} LIMIT $2"
+        )
 
     def insert_rows(self, count: int) -> str:
         """One INSERT of `count` rows (at most `SQLITE_ROWS_PER_INSERT` on SQLite)."""
@@ -72,11 +81,24 @@ async def insert(connection: AsyncConnection, table: Table, rows: Sequence[Outbo
         await driver.insert_many(statements, rows, SQLITE_ROWS_PER_INSERT)
 
 
-async def pending(connection: AsyncConnection, table: Table, stream: str, limit: int) -> list[Record]:
-    sql = OutboxStatements.of(table, connection.dialect).pending
+async def pending(
+    connection: AsyncConnection, table: Table, stream: str, limit: int, marking: list[int], now: float
+) -> list[Record]:
+    """Mark the rows `marking` published, then read the pending rows of `stream`: one round trip (one hop
+    on SQLite's one-hop driver). Each statement is atomic on its own, as the relay needs."""
+    statements = OutboxStatements.of(table, connection.dialect)
     driver = await driver_of(connection)
-    with translated(driver, sql, (stream, limit)):
-        rows = await driver.fetch(sql, stream, limit)
+    if not marking:
+        with translated(driver, statements.pending, (stream, limit)):
+            rows = await driver.fetch(statements.pending, stream, limit)
+    elif isinstance(driver, Asyncpg):
+        with translated(driver, statements.mark_then_pending, (stream, limit, now, marking)):
+            rows = await driver.fetch(statements.mark_then_pending, stream, limit, now, marking)
+    else:
+        with translated(driver, statements.mark, (now, marking)):
+            rows = await driver.execute_then_fetch(
+                statements.mark, (now, driver.ids(marking)), statements.pending, (stream, limit)
+            )
     return [Record(row[0], row[1], row[2], row[3]) for row in rows]
 
 

@@ -10,6 +10,12 @@ make publishing idempotent: nothing committed is lost, nothing is appended twice
 Latency: a write wakes the relay in its own process directly and the others through the broker's wake-up
 channel (sent from a task of the relay: a write never waits for the broker); a slow poll covers wake-ups lost
 while a connection was down.
+
+Cost: a batch's mark travels with the next batch's read (one statement on PostgreSQL, one hop to SQLite's
+thread), so each batch costs one database round trip and one append, not two and one. The rows appended and
+not yet marked are known to this relay alone; they are left out of its reads and marked at the latest
+`mark_delay` after the stream goes quiet. Should this relay die or lose its lease first, they are rows whose
+append may have landed: the next lease holder reconciles them, as after any crash between append and mark.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.broker.base import Broker, BrokerError, Lease, LeaseLost
+from gateway.broker.base import Broker, BrokerError, Lease, LeaseLost, Record
 from gateway.changes.outbox import backlog, delete_published, mark_published, pending
 from gateway.database import is_sqlite, read_transaction, write_transaction, writer_turn
 from gateway.ops.metrics import Metrics
@@ -49,6 +55,8 @@ class RelaySettings:
     """Under load, how long to let commits gather before the next batch (see `_publish_loop`)."""
     busy_batch: int = 4
     """A round that published this many rows, and was woken again meanwhile, counts as under load."""
+    mark_delay: float = 0.05
+    """How long a published batch may wait for the next read to carry its mark (see the module's "Cost")."""
 
 
 class _PublishConnection:
@@ -124,6 +132,7 @@ class Relay:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._leases: dict[str, Lease] = {}
         self._unsure: set[str] = set()  # streams whose last append may or may not have landed
+        self._unmarked: dict[str, list[int]] = {}  # appended, their mark to ride with the stream's next read
         self._wakeup = asyncio.Event()
         self._to_notify: set[str] = set()  # streams whose lease holder elsewhere is to be woken
         self._notify_wakeup = asyncio.Event()
@@ -147,6 +156,7 @@ class Relay:
         """Stop publishing and release every lease so another worker takes over at once."""
         await cancel_and_wait(self._tasks)
         self._tasks = []
+        await self._mark_unmarked()
         await self._connection.aclose()
         for lease in list(self._leases.values()):
             try:
@@ -173,8 +183,7 @@ class Relay:
         while True:
             if stream in self._unsure:
                 await self._reconcile(stream)
-            async with self._connection.statement() as connection:
-                records = await pending(connection, self._outbox, stream, self._settings.batch)
+            records = await self._mark_and_read(stream)
             if not records:
                 return published
             try:
@@ -187,24 +196,42 @@ class Relay:
                 self._unsure.add(stream)
                 self._metrics.publish_failed(stream)
                 raise
-            self._unsure.add(stream)
-            async with writer_turn(self._engine), self._connection.statement() as connection:
-                await mark_published(connection, self._outbox, [r.outbox_id for r in records])
-            self._unsure.discard(stream)
+            self._unmarked[stream] = [r.outbox_id for r in records]
             self._metrics.published(stream, [r.committed_at for r in records], time.time())
             published += len(records)
             if len(records) < self._settings.batch:
                 return published
 
+    async def _mark_and_read(self, stream: str) -> list[Record]:
+        """Mark the stream's last appended batch and read its next one, in one round trip. The batch stays
+        unmarked here until that succeeds (its mark is idempotent, and it is left out of the read)."""
+        marking = self._unmarked.get(stream, [])
+        turn = writer_turn(self._engine) if marking else contextlib.nullcontext()
+        async with turn, self._connection.statement() as connection:
+            records = await pending(connection, self._outbox, stream, self._settings.batch, marking=marking)
+        self._unmarked.pop(stream, None)
+        return records
+
+    async def _mark_unmarked(self) -> None:
+        """Mark every batch still waiting for its mark (on shutdown, so the next holder need not)."""
+        for stream, outbox_ids in list(self._unmarked.items()):
+            with contextlib.suppress(SQLAlchemyError, OSError):  # then the next holder reconciles it
+                async with writer_turn(self._engine), self._connection.statement() as connection:
+                    await mark_published(connection, self._outbox, outbox_ids)
+                self._unmarked.pop(stream, None)
+
     async def _reconcile(self, stream: str) -> None:
         """Mark as published whatever of the outbox is already at the stream's tail."""
         entries = await self._broker.tail(stream, 2 * self._settings.batch)
+        outbox_ids = [entry.outbox_id for entry in entries] + self._unmarked.get(stream, [])
         async with writer_turn(self._engine), self._connection.statement() as connection:
-            await mark_published(connection, self._outbox, [entry.outbox_id for entry in entries])
+            await mark_published(connection, self._outbox, outbox_ids)
+        self._unmarked.pop(stream, None)
         self._unsure.discard(stream)
 
     def _drop_lease(self, stream: str) -> None:
         self._leases.pop(stream, None)
+        self._unmarked.pop(stream, None)  # the next holder reconciles them, as every new holder does
         self._metrics.relay_leases(len(self._leases))
 
     async def _lease_loop(self) -> None:
@@ -238,15 +265,17 @@ class Relay:
         meanwhile means commits are streaming in: the next round first lingers a few ms so that they share a
         batch. Each batch costs a SELECT, an append and an UPDATE whatever its size, and under saturation
         rounds of 4-6 rows cost the writes more than their own outbox rows did. A system writing a row now
-        and then never lingers: its next commit finds the relay waiting."""
+        and then never lingers: its next commit finds the relay waiting. A batch whose mark waits for the
+        next read shortens the wait to `mark_delay`."""
         failures = 0
         published = 0
         while True:
             if published >= self._settings.busy_batch and self._wakeup.is_set():
                 await asyncio.sleep(self._settings.busy_linger)
             else:
+                quiet = self._settings.mark_delay if self._unmarked else self._settings.poll_interval
                 try:
-                    async with asyncio.timeout(self._settings.poll_interval):
+                    async with asyncio.timeout(quiet):
                         await self._wakeup.wait()
                 except TimeoutError:
                     pass

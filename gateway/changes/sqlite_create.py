@@ -24,7 +24,7 @@ from gateway.changes import change as changes
 from gateway.changes.outbox import outbox_rows
 from gateway.changes.outbox_driver import SQLITE_ROWS_PER_INSERT, OutboxStatements
 from gateway.changes.row_insert import InsertStatement
-from gateway.database import writer_turn
+from gateway.database import pooled_driver, writer_turn
 from gateway.models.definition import ModelDef
 from gateway.models.rows import to_json_row
 from gateway.sqlite_driver import OneHopConnection
@@ -53,8 +53,7 @@ async def create(
         if statement.results is None:
             statement.set_result_types([None] * len(statement.names))
     outbox_sql = OutboxStatements.of(outbox, engine.dialect)
-    async with writer_turn(engine), engine.connect() as connection:
-        driver = (await connection.get_raw_connection()).driver_connection
+    async with writer_turn(engine), pooled_driver(engine) as driver:
         assert isinstance(driver, OneHopConnection)
         try:
             return await driver.run(_transaction, model, statements, values, outbox_sql)

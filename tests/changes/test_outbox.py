@@ -163,7 +163,7 @@ async def test_a_change_committed_after_a_later_one_is_still_published(
     entries = await stream_entries(broker)
     assert [change_of(e)["data"]["title"] for e in entries] == ["fast", "slow"]
     assert [e.outbox_id for e in entries] == [fast_entry[0].outbox_id, slow_id]
-    assert await store.unpublished() == []
+    await eventually(store.all_published, what="both are marked (the last mark follows its append)")
 
 
 async def test_published_rows_are_deleted_after_the_retention_unpublished_never(
@@ -248,12 +248,12 @@ async def test_many_changes_of_one_write_are_inserted_and_published_in_order(
 
 
 async def test_outbox_rows_are_refused_outside_the_writes_transaction(postgres_store: Store) -> None:
-    """SQLAlchemy begins PostgreSQL's transaction at its first statement; an outbox row sent to the driver
-    before that would commit on its own, so it is refused."""
+    """An outbox row sent to the driver outside a transaction would commit on its own, so it is refused.
+    (`write_transaction` begins its transaction before any statement: its BEGIN is its ping.)"""
     store = postgres_store
     change = changes.created(store.model, {"id": 1, "title": "alone"})
     with pytest.raises(RuntimeError, match="inside its transaction"):
-        async with write_transaction(store.engine) as connection:
+        async with store.engine.connect() as connection:
             await record_changes(connection, store.outbox, STREAM, [change])
     assert await store.outbox_rows() == []
 

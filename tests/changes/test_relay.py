@@ -267,3 +267,35 @@ async def test_a_busy_relay_gathers_commits_into_batches_and_an_idle_one_never_w
         await store.writes.create([{"title": f"alone {i}"}])
         await eventually(store.all_published, timeout=2.0, what="a lone write is published")
         assert time.monotonic() - started < 2.0
+
+
+async def test_a_batch_is_marked_by_the_next_read_and_never_read_again_meanwhile(
+    database_url: str,
+    make_store: StoreFactory,
+    make_redis_broker: RedisBrokerFactory,
+    make_relay: RelayFactory,
+) -> None:
+    """A published batch's mark rides with the stream's next read (one round trip per batch). Until then the
+    batch is left out of the reads (on PostgreSQL that one statement's read sees the rows still unmarked), so
+    nothing is appended twice; and a relay that shuts down marks what is still waiting."""
+    store = await make_store(database_url)
+    broker = make_redis_broker()
+    await store.writes.create([{"title": "row 1"}])  # published by the round that follows the lease
+    # Nothing but the lease and the writes below wake it, and its lease outlives the test (a new one would
+    # reconcile, which marks).
+    relay = make_relay(store, broker, poll_interval=30.0, mark_delay=30.0, lease_ttl=30.0)
+    for count in (1, 2):
+        if count == 2:
+            await store.writes.create([{"title": "row 2"}])
+            await relay.committed(STREAM)
+
+        async def appended(count: int = count) -> bool:
+            return len(await stream_entries(broker)) >= count
+
+        await eventually(appended, what=f"row {count} is appended")
+        ids = [row.id for row in await store.outbox_rows()]
+        assert await store.unpublished() == ids[-1:], "the newest batch waits for the next read's mark"
+        assert_once_each(await stream_entries(broker), ids)
+
+    await relay.aclose()
+    assert await store.unpublished() == []
