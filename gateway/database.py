@@ -15,9 +15,11 @@ settled here, once:
 - PostgreSQL's pooled connections are not pre-pinged: a ping is three round trips through SQLAlchemy's
   asyncpg adapter (BEGIN, a statement, ROLLBACK) before every transaction. Instead a transaction's BEGIN,
   a round trip it makes anyway, is sent at once and is the ping: a connection that fails it has done nothing
-  yet, so it is replaced and the BEGIN sent once more. A connection the server closed (a restart, a failover,
-  an administrator) is known to asyncpg once the event loop has read its end, so checkout asks asyncpg and
-  refreshes the whole pool when one is closed; `pool_recycle` bounds the life of one cut off without a word.
+  yet, so it is replaced and the BEGIN sent again, on each pooled connection at most once (after a kill,
+  the next pooled one can be as dead: CI saw a write fail on the second of two). A connection the server
+  closed (a restart, a failover, an administrator) is known to asyncpg once the event loop has read its end,
+  so checkout asks asyncpg and refreshes the whole pool when one is closed; `pool_recycle` bounds the life of
+  one cut off without a word.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ _ONE_HOP: weakref.WeakSet[Engine] = weakref.WeakSet()
 """The SQLite engines whose connections are `sqlite_driver.OneHopConnection`s."""
 POOL_RECYCLE = 1800
 """Seconds after which a pooled PostgreSQL connection is replaced before use."""
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
+BEGIN_ATTEMPTS = POOL_SIZE + MAX_OVERFLOW + 1
+"""How many connections a PostgreSQL transaction tries before its BEGIN's error is the caller's: every
+pooled one may be one the server ended, each is tried once and replaced, then a fresh one."""
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -66,7 +73,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         if one_hop:
             _ONE_HOP.add(engine.sync_engine)
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE, **kwargs)
+    engine = create_async_engine(
+        url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_recycle=POOL_RECYCLE, **kwargs
+    )
     _refresh_closed_connections(engine)
     return engine
 
@@ -189,7 +198,7 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 @asynccontextmanager
 async def _postgres_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A PostgreSQL transaction whose BEGIN has been answered (see the module's docstring)."""
-    for attempt in range(2):
+    for attempt in range(BEGIN_ATTEMPTS):
         connection = await engine.connect()
         try:
             transaction = await connection.begin()
@@ -199,7 +208,8 @@ async def _postgres_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConne
         except BaseException as exc:
             await connection.invalidate()
             await connection.close()
-            if attempt or not isinstance(exc, Exception) or isinstance(exc, DBAPIError):
+            last = attempt == BEGIN_ATTEMPTS - 1
+            if last or not isinstance(exc, Exception) or isinstance(exc, DBAPIError):
                 raise
             continue
         break
