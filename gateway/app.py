@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Table
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.broker.base import Broker
@@ -38,6 +36,7 @@ from gateway.ops.health import health_router
 from gateway.ops.metrics import Metrics, PrometheusMetrics
 from gateway.ops.requestlog import RequestLogMiddleware
 from gateway.rest import errors
+from gateway.rest.creates import ModelCreates
 from gateway.rest.errors import LoopBackError
 from gateway.rest.head import HeadAsGet
 from gateway.rest.limits import RestLimits
@@ -193,17 +192,23 @@ class GatewayApp(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         """From the outside in: the request log (outside the error handlers, so a 500 is logged with its
-        id), plural spelling, the security middleware, the change streams, HEAD as GET, then FastAPI's own
-        stack."""
+        id), plural spelling, the security middleware, the change streams, the creates, HEAD as GET, then
+        FastAPI's own stack."""
         gateway = self.gateway
         settings = gateway.settings
         stream_paths = {f"{settings.rest_root}/{m.plural}{STREAM_PATH}" for m in gateway.registry.models}
-        streams = ChangeStreamRoutes(
+        creates = ModelCreates(
             HeadAsGet(
                 super().build_middleware_stack(),
                 streams=stream_paths | {f"{settings.rest_root}{STREAM_PATH}"},
                 route_path=route_path,
             ),
+            gateway.apis.values(),
+            rest_root=settings.rest_root,
+            route_path=route_path,
+        )
+        streams = ChangeStreamRoutes(
+            creates,
             gateway.registry.models,
             rest_root=settings.rest_root,
             hub=gateway.hub,
@@ -252,11 +257,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app = GatewayApp(title="Change-stream gateway", lifespan=lifespan)
     app.gateway = gateway
     _quiet_cut_offs()
-    app.exception_handler(StarletteHTTPException)(errors.http_error_handler)
-    for client_error in errors.CLIENT_ERRORS:
-        app.exception_handler(client_error)(errors.client_error_handler)
-    app.exception_handler(DBAPIError)(errors.database_error_handler)
-    app.exception_handler(Exception)(errors.server_error_handler)
+    for exc_class, handler in errors.HANDLERS.items():
+        app.exception_handler(exc_class)(handler)
 
     app.include_router(
         health_router(

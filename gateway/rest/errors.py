@@ -7,6 +7,7 @@ server fault is logged and answered like LoopBack with `debug: false`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -130,3 +131,20 @@ def server_error() -> Response:
     return Response(
         body, status_code=500, media_type=JSON_TYPE, headers={"X-Content-Type-Options": "nosniff"}
     )
+
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+HANDLERS: dict[type[Exception], ErrorHandler] = {
+    StarletteHTTPException: http_error_handler,
+    **dict.fromkeys(CLIENT_ERRORS, client_error_handler),
+    DBAPIError: database_error_handler,
+    Exception: server_error_handler,
+}
+"""The app's exception handlers; also used, by `error_reply`, where a request is served ahead of FastAPI."""
+
+
+async def error_reply(request: Request, exc: Exception) -> Response:
+    """The reply the app's handlers give `exc`: the handler of its nearest class, as Starlette looks up."""
+    handler = next(HANDLERS[cls] for cls in type(exc).__mro__ if cls in HANDLERS)
+    return await handler(request, exc)
