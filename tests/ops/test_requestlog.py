@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -284,3 +285,19 @@ async def test_the_app_echoes_ids_on_every_answer(in_process: GatewayFactory) ->
         invalid = await client.post("/api/Todos", content=b"{", headers={"Content-Type": "application/json"})
         assert invalid.status_code == 400
         assert "X-Request-ID" in invalid.headers
+
+
+def test_new_request_ids_are_unique_in_a_process_and_across_forked_workers() -> None:
+    here = {request_id_of(http_scope()) for _ in range(1000)}
+    assert len(here) == 1000
+    assert all(len(request_id) == 32 and int(request_id, 16) >= 0 for request_id in here)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # a prefork worker: its ids must not repeat the parent's
+        os.write(writer, request_id_of(http_scope()).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(reader, 64).decode()
+    os.close(reader)
+    os.close(writer)
+    assert from_child[:16] != request_id_of(http_scope())[:16]
