@@ -30,6 +30,7 @@ from gateway.rest.include import Inclusion, attach, parse_include, without_inclu
 from gateway.rest.limits import RestLimits, check_body_shape
 from gateway.rest.reads import ModelReads
 from gateway.security import OPEN, Access
+from gateway.singleflight import SingleFlight
 
 log = logging.getLogger("gateway.rest")
 
@@ -91,6 +92,7 @@ class ModelApi:
         self.limits = limits or RestLimits()
         self.related: Mapping[str, ModelApi] = {}
         self.models: Mapping[str, ModelDef] = {model.name: model}
+        self._head = SingleFlight(lambda: broker.head(model.stream))
 
     def link(self, apis: Mapping[str, ModelApi]) -> None:
         """Give this model's routes the other models' APIs, which `include` and relation routes read."""
@@ -155,9 +157,10 @@ class ModelApi:
 
     async def position_header(self) -> dict[str, str]:
         """The stream position before a read, so `change-stream?lastEventId=<it>` misses nothing after it.
-        A read without it would quietly break list-then-watch, so a broker that cannot answer is a 503."""
+        A read without it would quietly break list-then-watch, so a broker that cannot answer is a 503.
+        Concurrent reads share one request for it (`SingleFlight`)."""
         try:
-            head = await self.broker.head(self.model.stream)
+            head = await self._head()
         except BrokerError as exc:
             log.warning("no stream position for a read of %s: %s", self.model.name, exc)
             if self._metrics is not None:
