@@ -34,6 +34,7 @@ from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from gateway.config import load_settings
 from gateway.ops import proxyheaders
+from gateway.ops.headwrite import HeadWithFirstWrite
 from gateway.ops.leanevent import LeanEvent
 
 PROTOCOL = "gateway.ops.httpguard:GuardedHttpToolsProtocol"
@@ -198,6 +199,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not previous:  # a new request: its task has not run yet, nobody waits on it
             self.cycle.message_event = LeanEvent()  # type: ignore[assignment]
+            self.cycle.transport = HeadWithFirstWrite(self.cycle, self.transport)  # type: ignore[assignment]
         self._arm(self._limits.body_timeout, b"408 Request Timeout", "The request body took too long")
 
     def on_message_complete(self) -> None:
