@@ -16,6 +16,10 @@ thread), so each batch costs one database round trip and one append, not two and
 not yet marked are known to this relay alone; they are left out of its reads and marked at the latest
 `mark_delay` after the stream goes quiet. Should this relay die or lose its lease first, they are rows whose
 append may have landed: the next lease holder reconciles them, as after any crash between append and mark.
+A SQLite create hands its outbox rows, ids and all, to the relay of its own worker (`committed`), which
+appends them without reading the outbox when nothing can lie between them and what it appended last
+(`_appendable`); their marks then wait for a read, at most `mark_delay` or a batch. The read is what a
+sequential create paid most for after its own hop (loadtests/RESULTS.md, sixth pass).
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ class RelaySettings:
     maintenance_interval: float = 10.0
     busy_linger: float = 0.01
     """Under load, how long to let commits gather before the next batch (see `_publish_loop`)."""
-    busy_batch: int = 4
-    """A round that published this many rows, and was woken again meanwhile, counts as under load."""
+    busy_batch: int = 1
+    """A round that published this many rows, and was woken again meanwhile, counts as under load. One:
+    since rows committed here are appended without a read, a round costs about one append, and rounds of a
+    row or two under eight writers cost more than they saved (loadtests/RESULTS.md, sixth pass)."""
     mark_delay: float = 0.05
     """How long a published batch may wait for the next read to carry its mark (see the module's "Cost")."""
 
@@ -133,6 +139,10 @@ class Relay:
         self._leases: dict[str, Lease] = {}
         self._unsure: set[str] = set()  # streams whose last append may or may not have landed
         self._unmarked: dict[str, list[int]] = {}  # appended, their mark to ride with the stream's next read
+        self._unmarked_since: dict[str, float] = {}
+        self._handed: dict[str, list[Record]] = {}  # committed here, ids known: appendable unread
+        self._read_up_to: dict[str, int] = {}  # the last outbox id read or appended under this lease
+        self._foreign: set[str] = set()  # streams another worker has written since their last read
         self._wakeup = asyncio.Event()
         self._to_notify: set[str] = set()  # streams whose lease holder elsewhere is to be woken
         self._notify_wakeup = asyncio.Event()
@@ -166,9 +176,12 @@ class Relay:
         self._leases.clear()
         self._metrics.relay_leases(0)
 
-    async def committed(self, stream: str) -> None:
-        """Called after a write committed changes to `stream`'s outbox. Never waits for the broker: the
-        write has committed, and its reply must not wait out the broker's retries while Redis is down."""
+    async def committed(self, stream: str, records: Sequence[Record] = ()) -> None:
+        """Called after a write committed changes to `stream`'s outbox, with its outbox rows when the write
+        knows their ids (see `_appendable`). Never waits for the broker: the write has committed, and its
+        reply must not wait out the broker's retries while Redis is down."""
+        if records and stream in self._leases:
+            self._handed.setdefault(stream, []).extend(records)
         self._wakeup.set()
         if stream not in self._leases:
             self._to_notify.add(stream)
@@ -179,28 +192,57 @@ class Relay:
         lease = self._leases.get(stream)
         if lease is None:
             return 0
+        handed = self._handed.pop(stream, [])
+        if handed and self._appendable(stream, handed):
+            return len(handed) if await self._append(stream, lease, handed) else 0
         published = 0
         while True:
             if stream in self._unsure:
                 await self._reconcile(stream)
+            self._foreign.discard(stream)
             records = await self._mark_and_read(stream)
             if not records:
                 return published
-            try:
-                await self._broker.append(stream, records, lease=lease)
-            except LeaseLost:
-                log.info("lost the relay lease of %s", stream)
-                self._drop_lease(stream)
+            if not await self._append(stream, lease, records):
                 return published
-            except BrokerError:
-                self._unsure.add(stream)
-                self._metrics.publish_failed(stream)
-                raise
-            self._unmarked[stream] = [r.outbox_id for r in records]
-            self._metrics.published(stream, [r.committed_at for r in records], time.time())
             published += len(records)
             if len(records) < self._settings.batch:
                 return published
+
+    def _appendable(self, stream: str, handed: list[Record]) -> bool:
+        """Whether the rows this worker committed and handed over can be appended without reading the
+        outbox: they must be the very next rows after the last one this relay read or appended, with no id
+        between (SQLite: its AUTOINCREMENT ids, taken under the one write lock, are consecutive in commit
+        order, so no other committed row lies between), no other worker's write pending, and the marks owed
+        not overdue (a read carries them). Otherwise the outbox is read as always; the handed rows are
+        among what it reads."""
+        last = self._read_up_to.get(stream)
+        if last is None or stream in self._unsure or stream in self._foreign:
+            return False
+        if any(record.outbox_id != last + 1 + n for n, record in enumerate(handed)):
+            return False
+        owed = len(self._unmarked.get(stream, ()))
+        since = self._unmarked_since.get(stream)
+        overdue = since is not None and time.monotonic() - since >= self._settings.mark_delay
+        return owed + len(handed) <= self._settings.batch and not overdue
+
+    async def _append(self, stream: str, lease: Lease, records: list[Record]) -> bool:
+        """Append `records`, their mark then owed; False when the lease is lost."""
+        try:
+            await self._broker.append(stream, records, lease=lease)
+        except LeaseLost:
+            log.info("lost the relay lease of %s", stream)
+            self._drop_lease(stream)
+            return False
+        except BrokerError:
+            self._unsure.add(stream)
+            self._metrics.publish_failed(stream)
+            raise
+        self._read_up_to[stream] = records[-1].outbox_id
+        self._unmarked.setdefault(stream, []).extend(r.outbox_id for r in records)
+        self._unmarked_since.setdefault(stream, time.monotonic())
+        self._metrics.published(stream, [r.committed_at for r in records], time.time())
+        return True
 
     async def _mark_and_read(self, stream: str) -> list[Record]:
         """Mark the stream's last appended batch and read its next one, in one round trip. The batch stays
@@ -209,8 +251,12 @@ class Relay:
         turn = writer_turn(self._engine) if marking else contextlib.nullcontext()
         async with turn, self._connection.statement() as connection:
             records = await pending(connection, self._outbox, stream, self._settings.batch, marking=marking)
-        self._unmarked.pop(stream, None)
+        self._marked(stream)
         return records
+
+    def _marked(self, stream: str) -> None:
+        self._unmarked.pop(stream, None)
+        self._unmarked_since.pop(stream, None)
 
     async def _mark_unmarked(self) -> None:
         """Mark every batch still waiting for its mark (on shutdown, so the next holder need not)."""
@@ -218,7 +264,7 @@ class Relay:
             with contextlib.suppress(SQLAlchemyError, OSError):  # then the next holder reconciles it
                 async with writer_turn(self._engine), self._connection.statement() as connection:
                     await mark_published(connection, self._outbox, outbox_ids)
-                self._unmarked.pop(stream, None)
+                self._marked(stream)
 
     async def _reconcile(self, stream: str) -> None:
         """Mark as published whatever of the outbox is already at the stream's tail."""
@@ -226,12 +272,14 @@ class Relay:
         outbox_ids = [entry.outbox_id for entry in entries] + self._unmarked.get(stream, [])
         async with writer_turn(self._engine), self._connection.statement() as connection:
             await mark_published(connection, self._outbox, outbox_ids)
-        self._unmarked.pop(stream, None)
+        self._marked(stream)
         self._unsure.discard(stream)
 
     def _drop_lease(self, stream: str) -> None:
         self._leases.pop(stream, None)
-        self._unmarked.pop(stream, None)  # the next holder reconciles them, as every new holder does
+        self._marked(stream)  # not marked: the next holder reconciles them, as every new holder does
+        self._handed.pop(stream, None)
+        self._read_up_to.pop(stream, None)
         self._metrics.relay_leases(len(self._leases))
 
     async def _lease_loop(self) -> None:
@@ -261,12 +309,12 @@ class Relay:
             self._wakeup.set()
 
     async def _publish_loop(self) -> None:
-        """Publish whenever woken (or polled). A round that published several rows and was woken again
-        meanwhile means commits are streaming in: the next round first lingers a few ms so that they share a
-        batch. Each batch costs a SELECT, an append and an UPDATE whatever its size, and under saturation
-        rounds of 4-6 rows cost the writes more than their own outbox rows did. A system writing a row now
-        and then never lingers: its next commit finds the relay waiting. A batch whose mark waits for the
-        next read shortens the wait to `mark_delay`."""
+        """Publish whenever woken (or polled). A round that published and was woken again meanwhile means
+        commits are streaming in: the next round first lingers a few ms so that they share a batch. Each
+        batch costs an append (and a read, unless its rows were handed over) whatever its size, and under
+        saturation rounds of a few rows cost the writes more than their own outbox rows did. A system
+        writing a row now and then never lingers: its next commit finds the relay waiting. A batch whose
+        mark waits for the next read shortens the wait to `mark_delay`."""
         failures = 0
         published = 0
         while True:
@@ -308,6 +356,7 @@ class Relay:
                 async with self._broker.notifications() as notifications:
                     async for stream in notifications:
                         if stream in self._leases:
+                            self._foreign.add(stream)
                             self._wakeup.set()
             except BrokerError:
                 await asyncio.sleep(1.0)

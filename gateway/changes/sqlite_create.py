@@ -1,5 +1,6 @@
 """A create on SQLite as one hop to aiosqlite's thread: BEGIN IMMEDIATE, each row's INSERT ... RETURNING, the
-outbox rows, COMMIT, all in one function run there.
+outbox rows, COMMIT, all in one function run there. It returns the outbox rows with their ids, which the relay
+can then append without reading them back (`Relay.committed`).
 
 A create through `write_transaction` makes three hops (BEGIN, the INSERT, the outbox row with the COMMIT
 after it), and between hops the write lock is held while the event loop serves everyone else: with eight
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.broker.base import Record
 from gateway.changes import change as changes
 from gateway.changes.outbox import outbox_rows
 from gateway.changes.outbox_driver import SQLITE_ROWS_PER_INSERT, OutboxStatements
@@ -40,11 +42,18 @@ class DuplicateRow(Exception):
         self.values = values
 
 
+class Created(NamedTuple):
+    rows: list[Row]
+    """the rows as JSON"""
+    records: list[Record]
+    """their outbox rows as the relay reads them, ids included, for it to append without reading them"""
+
+
 async def create(
     engine: AsyncEngine, model: ModelDef, table: Table, outbox: Table, values: Sequence[Mapping[str, Any]]
-) -> list[Row]:
-    """Insert one row per `values` and their outbox rows in one transaction, all or none; the rows as JSON.
-    Only for an engine that `gateway.database.uses_one_hop_driver`.
+) -> Created:
+    """Insert one row per `values` and their outbox rows in one transaction, all or none. Only for an
+    engine that `gateway.database.uses_one_hop_driver`.
 
     Raises `DuplicateRow` for a constraint broken by a row, SQLAlchemy's `DBAPIError` for anything else the
     database refuses (the transaction is rolled back either way)."""
@@ -67,8 +76,10 @@ def _transaction(
     statements: Sequence[InsertStatement],
     values: Sequence[Mapping[str, Any]],
     outbox_sql: OutboxStatements,
-) -> list[Row]:
-    """Runs on aiosqlite's thread."""
+) -> Created:
+    """Runs on aiosqlite's thread. The outbox ids of one multi-row INSERT are the `len(chunk)` ids up to its
+    `lastrowid`: the table is AUTOINCREMENT and this transaction holds the write lock, so nothing else takes
+    an id in between."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         rows = []
@@ -79,12 +90,20 @@ def _transaction(
                 raise DuplicateRow(row_values) from None
             rows.append(to_json_row(model, statement.row(returned)))
         pending = outbox_rows(model.stream, [changes.created(model, row) for row in rows])
+        records = []
         for start in range(0, len(pending), SQLITE_ROWS_PER_INSERT):
             chunk = pending[start : start + SQLITE_ROWS_PER_INSERT]
-            connection.execute(outbox_sql.insert_rows(len(chunk)), [value for row in chunk for value in row])
+            cursor = connection.execute(
+                outbox_sql.insert_rows(len(chunk)), [value for row in chunk for value in row]
+            )
+            first_id = cursor.lastrowid - len(chunk) + 1  # type: ignore[operator]
+            records += [
+                Record(first_id + n, change, before, committed_at)
+                for n, (_stream, change, before, committed_at) in enumerate(chunk)
+            ]
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
-    return rows
+    return Created(rows, records)

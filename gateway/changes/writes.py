@@ -16,6 +16,7 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.broker.base import Record
 from gateway.changes import change as changes
 from gateway.changes import sqlite_create
 from gateway.changes.change import Change
@@ -42,6 +43,11 @@ class WriteRejected(Exception):
         self.code = code
 
 
+Committed = Callable[[str, Sequence[Record]], Awaitable[None]]
+"""Told of each commit that wrote outbox rows to a stream (`Relay.committed`), with those rows when the write
+knows their ids (the SQLite create), else with none."""
+
+
 class ModelWrites:
     """The write operations of one model (LoopBack's create, patch, replace, upsert, updateAll, delete)."""
 
@@ -51,7 +57,7 @@ class ModelWrites:
         table: Table,
         outbox: Table,
         engine: AsyncEngine,
-        committed: Callable[[str], Awaitable[None]],
+        committed: Committed,
     ) -> None:
         self.model = model
         self.table = table
@@ -78,9 +84,9 @@ class ModelWrites:
                 created = await sqlite_create.create(self.engine, self.model, self.table, self.outbox, values)
             except sqlite_create.DuplicateRow as exc:
                 raise self._duplicate(exc.values) from None
-            if created:
-                await self._committed(self.model.stream)
-            return created
+            if created.rows:
+                await self._committed(self.model.stream, created.records)
+            return created.rows
         rows: list[Row] = []
         async with self._transaction() as tx:
             for row_values in values:
@@ -286,4 +292,4 @@ class _Transaction:
                 raise
         await self._context.__aexit__(exc_type, exc, tb)
         if exc_type is None and self.changes:
-            await writes._committed(writes.model.stream)
+            await writes._committed(writes.model.stream, ())

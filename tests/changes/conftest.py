@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import Gateway
-from gateway.broker.base import Broker, Entry
+from gateway.broker.base import Broker, Entry, Record
 from gateway.broker.continuity import ZERO_OFFSET
 from gateway.broker.factory import broker_from_url
 from gateway.broker.redis import RedisBroker
@@ -141,7 +141,7 @@ class Store:
             return {row._mapping[self.model.id_name]: dict(row._mapping) for row in result}
 
 
-async def _no_wakeup(_stream: str) -> None:
+async def _no_wakeup(_stream: str, _records: Sequence[Record] = ()) -> None:
     return None
 
 
@@ -155,7 +155,7 @@ async def make_store() -> AsyncIterator[StoreFactory]:
 
     async def make(
         database_url: str,
-        committed: Callable[[str], Awaitable[None]] = _no_wakeup,
+        committed: Callable[[str, Sequence[Record]], Awaitable[None]] = _no_wakeup,
         models: Path = EXAMPLE_MODELS,
     ) -> Store:
         registry = load_registry(models)

@@ -235,8 +235,8 @@ async def test_a_busy_relay_gathers_commits_into_batches_and_an_idle_one_never_w
     SELECT, append and UPDATE once for many rows; a write now and then is published at once all the same."""
     relays: list[Any] = []
 
-    async def committed(stream: str) -> None:
-        await relays[0].committed(stream)
+    async def committed(stream: str, records: Sequence[Record] = ()) -> None:
+        await relays[0].committed(stream, records)
 
     store = await make_store(await postgres_database(), committed)
     broker = make_redis_broker()
