@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ import redis.asyncio as aioredis
 import uvloop
 from sqlalchemy import delete, insert, text
 
+from gateway.broker.base import Record
 from gateway.broker.continuity import ZERO_OFFSET
 from gateway.broker.factory import broker_from_url
 from gateway.changes.outbox import outbox_table
@@ -87,10 +88,10 @@ class Bench:
         self.relay: Relay | None = None
         self.writes = ModelWrites(self.model, self.table, self.outbox, self.engine, self._committed)
 
-    async def _committed(self, stream: str) -> None:
+    async def _committed(self, stream: str, records: Sequence[Record] = ()) -> None:
         self.last_commit = time.perf_counter()
         if self.relay is not None:
-            await self.relay.committed(stream)
+            await self.relay.committed(stream, records)
 
     async def setup(self) -> None:
         await create_tables(self.engine, self.metadata)
