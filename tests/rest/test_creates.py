@@ -16,6 +16,15 @@ from gateway.sse.route import route_path
 from tests.conftest import EXAMPLE_MODELS
 from tests.rest.conftest import ClientFactory, serve_in_process
 
+NOT_A_CREATE = [
+    ("GET", "/api/Todos"),
+    ("POST", "/api/Todos/"),
+    ("POST", "/api/Todos/replaceOrCreate"),
+    ("PUT", "/api/Todos"),
+    ("POST", "/api/Unknown"),
+    ("POST", "/api"),
+]
+
 
 async def test_only_a_create_at_a_models_own_path_is_taken(database_url: str) -> None:
     passed_on: list[tuple[str, str]] = []
@@ -33,23 +42,9 @@ async def test_only_a_create_at_a_models_own_path_is_taken(database_url: str) ->
             created = await client.post("/api/Todos", json={"title": "taken"})
             assert created.status_code == 200
             assert created.json()["title"] == "taken"
-            for method, path in [
-                ("GET", "/api/Todos"),
-                ("POST", "/api/Todos/"),
-                ("POST", "/api/Todos/replaceOrCreate"),
-                ("PUT", "/api/Todos"),
-                ("POST", "/api/Unknown"),
-                ("POST", "/api"),
-            ]:
+            for method, path in NOT_A_CREATE:
                 assert (await client.request(method, path)).status_code == 204
-    assert passed_on == [
-        ("GET", "/api/Todos"),
-        ("POST", "/api/Todos/"),
-        ("POST", "/api/Todos/replaceOrCreate"),
-        ("PUT", "/api/Todos"),
-        ("POST", "/api/Unknown"),
-        ("POST", "/api"),
-    ]
+    assert passed_on == NOT_A_CREATE
 
 
 @pytest.mark.parametrize(
