@@ -93,18 +93,23 @@ async def test_2000_streams_of_one_principal_give_their_slots_back(
         await store.aclose()
 
 
+def _private_redis_settings(tmp_path: Path, redis_url: str, redis_prefix: str) -> Settings:
+    """An in-process gateway on SQLite and a private Redis (which a test may stop or inspect)."""
+    return Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        models=EXAMPLE_MODELS,
+        broker_url=redis_url,
+        redis_prefix=redis_prefix,
+    )
+
+
 async def test_concurrent_reads_share_their_request_for_the_position(
     tmp_path: Path, redis_servers: RedisServers, redis_prefix: str
 ) -> None:
     """The position of 200 reads sent together is asked of a private Redis far fewer than 200 times (each
     read asked for its own before, and a burst queued past the pool's timeout on a busy box)."""
     server = redis_servers.start()
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}",
-        models=EXAMPLE_MODELS,
-        broker_url=server.url,
-        redis_prefix=redis_prefix,
-    )
+    settings = _private_redis_settings(tmp_path, server.url, redis_prefix)
     store = aioredis.from_url(server.url)
 
     async def scripts_run() -> int:
@@ -128,12 +133,7 @@ async def test_a_read_whose_position_redis_cannot_give_is_a_loud_503(
     tmp_path: Path, redis_servers: RedisServers, redis_prefix: str
 ) -> None:
     server = redis_servers.start()
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'down.db'}",
-        models=EXAMPLE_MODELS,
-        broker_url=server.url,
-        redis_prefix=redis_prefix,
-    )
+    settings = _private_redis_settings(tmp_path, server.url, redis_prefix)
     async with serve_in_process(settings) as (client, gateway):
         assert "x-change-stream-position" in (await client.get("/api/Todos")).headers
         server.stop()
